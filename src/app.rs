@@ -1,0 +1,170 @@
+//! Start-up and shutdown of a whole vouch process: listeners, TLS, engines, readiness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::exchange::Exchange;
+use crate::metrics::{Endpoint, Metrics};
+use crate::ops::{self, Readiness};
+use crate::server;
+use crate::tls::{self, TlsSource, TlsState};
+use crate::verify::VerifyEngine;
+
+/// Start-up choices that are not part of the config file.
+#[derive(Default)]
+pub struct Options {
+    /// Where the development CA is written when a certificate is generated; defaults to
+    /// `vouch-dev-ca.crt` in the system temporary directory.
+    pub dev_ca_out: Option<PathBuf>,
+    /// Replaces the verification engine (tests inject slow or scripted engines here).
+    pub verify_engine: Option<Arc<dyn Engine>>,
+}
+
+/// A started vouch: its bound addresses and the handle that stops it.
+pub struct Running {
+    pub provider_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    /// The development CA file, when a certificate was generated.
+    pub dev_ca: Option<PathBuf>,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Running {
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until every listener has stopped (after the token was cancelled).
+    pub async fn wait(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, returns.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+/// Binds the listeners and starts serving. The ops listener comes up first, so `/readyz`
+/// answers (503) while certificates are still missing; vouch does not exit for missing
+/// certificate files but waits for them, as a pod waits for its secret.
+pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let tls_state = Arc::new(TlsState::default());
+    let readiness = Arc::new(Readiness::new(tls_state.clone()));
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let ops_listener = TcpListener::bind(config.ops_listen)
+        .await
+        .with_context(|| format!("cannot listen on opsListen {}", config.ops_listen))?;
+    let ops_addr = ops_listener.local_addr()?;
+    tasks.spawn(ops::serve(
+        ops_listener,
+        ops::router(readiness.clone(), metrics.clone()),
+        shutdown.clone(),
+    ));
+    readiness.config.store(true, Ordering::Release);
+
+    let verify_engine: Arc<dyn Engine> = match options.verify_engine {
+        Some(e) => e,
+        None => Arc::new(VerifyEngine::new(&config)),
+    };
+    readiness.trust.store(true, Ordering::Release);
+
+    let (source, dev_ca) = tls_source(&config, options.dev_ca_out)?;
+    if !source.client_auth() {
+        tracing::warn!(
+            "client authentication is OFF: no tls.clientCAFile is configured, so any client can call the provider; configure the Gatekeeper CA in production"
+        );
+    }
+    tasks.spawn(tls::watch(
+        source,
+        tls_state.clone(),
+        config.tls.reload_interval.get(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let verify = Arc::new(Exchange {
+        endpoint: Endpoint::Verify,
+        engine: verify_engine,
+        deadline: config.deadline.get(),
+        idempotent: true,
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+    });
+    let app = server::router(vec![("/v1/verify", verify)], metrics.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let provider_addr = listener.local_addr()?;
+    tasks.spawn(server::serve(
+        listener,
+        tls_state,
+        app,
+        config.server.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(%provider_addr, %ops_addr, "vouch is listening");
+    Ok(Running {
+        provider_addr,
+        ops_addr,
+        dev_ca,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Configured files, or a development certificate generated now.
+fn tls_source(
+    config: &Config,
+    dev_ca_out: Option<PathBuf>,
+) -> anyhow::Result<(TlsSource, Option<PathBuf>)> {
+    let client_ca = config.tls.client_ca_file.clone();
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        return Ok((
+            TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca,
+            },
+            None,
+        ));
+    }
+    let pki = tls::generate_dev_pki()?;
+    let path = dev_ca_out.unwrap_or_else(|| std::env::temp_dir().join("vouch-dev-ca.crt"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, &pki.ca_pem)
+        .with_context(|| format!("cannot write the development CA to {}", path.display()))?;
+    tracing::warn!(
+        ca_file = %path.display(),
+        "no tls.certFile configured: serving a development certificate generated at start-up; its CA is written to ca_file"
+    );
+    Ok((
+        TlsSource::Generated {
+            cert_pem: pki.cert_pem.into_bytes().into(),
+            key_pem: pki.key_pem.into_bytes().into(),
+            client_ca,
+        },
+        Some(path),
+    ))
+}

@@ -1,0 +1,281 @@
+//! The command line (SPEC §3): `serve`, `verify`, `config check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::engine::{Engine, Outcome};
+use crate::protocol::Item;
+use crate::verify::{Report, VerifyEngine};
+
+#[derive(Parser)]
+#[command(
+    name = "vouch",
+    version,
+    about = "Gatekeeper external data provider that verifies container image signatures"
+)]
+struct Cli {
+    /// Log line format (logs go to standard error).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the provider (HTTPS) and operations (HTTP) listeners.
+    Serve {
+        /// Config file; without it the embedded default config is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write the development CA when no certificate is configured.
+        #[arg(long)]
+        dev_ca_out: Option<PathBuf>,
+    },
+    /// Verify images from the command line with the provider's engine.
+    /// Exit status: 0 all verified, 1 some not verified, 2 on error.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the items as JSON, as /v1/verify would.
+        #[arg(long)]
+        json: bool,
+        /// Time allowed per image.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print each problem with its path. Exit 1 on problems.
+    Check { file: PathBuf },
+}
+
+/// Entry point of the `vouch` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve { config, dev_ca_out } => run_async(serve(config, dev_ca_out)),
+        Command::Verify {
+            config,
+            json,
+            timeout,
+            images,
+        } => run_async(verify(config, json, timeout, images)),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("vouch: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let result = match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+async fn serve(config: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = crate::app::Options {
+        dev_ca_out,
+        verify_engine: None,
+    };
+    let running = match crate::app::start(config, options).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vouch: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::shutdown::signal().await;
+    running.stop().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// How one image ended on the command line.
+enum CliOutcome {
+    Verified,
+    Failed,
+    Error,
+}
+
+async fn verify(
+    config: Option<PathBuf>,
+    json: bool,
+    timeout: Duration,
+    images: Vec<String>,
+) -> ExitCode {
+    let config = match load_config(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = Arc::new(VerifyEngine::new(&config));
+    let mut items = Vec::new();
+    let mut worst = CliOutcome::Verified;
+    for image in images {
+        let outcome = match tokio::time::timeout(timeout, engine.evaluate(&image)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Transient(format!(
+                "no outcome within {}",
+                humantime::format_duration(timeout)
+            )),
+        };
+        let (item, line, class) = describe(&image, outcome);
+        if !json {
+            println!("{line}");
+        }
+        items.push(item);
+        worst = match (worst, class) {
+            (CliOutcome::Error, _) | (_, CliOutcome::Error) => CliOutcome::Error,
+            (CliOutcome::Failed, _) | (_, CliOutcome::Failed) => CliOutcome::Failed,
+            _ => CliOutcome::Verified,
+        };
+    }
+    if json {
+        match serde_json::to_string_pretty(&items) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("vouch: cannot encode the result: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match worst {
+        CliOutcome::Verified => ExitCode::SUCCESS,
+        CliOutcome::Failed => ExitCode::from(1),
+        CliOutcome::Error => ExitCode::from(2),
+    }
+}
+
+fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
+    let item = |value, error| Item {
+        key: image.to_string(),
+        value,
+        error,
+    };
+    match outcome {
+        Outcome::Value(v) => {
+            let report: Option<Report> = serde_json::from_value(v.clone()).ok();
+            let (line, class) = match report {
+                Some(r) if r.verified => (
+                    format!(
+                        "{image}: verified (policy {:?}{})",
+                        r.policy,
+                        digest_note(&r.digest)
+                    ),
+                    CliOutcome::Verified,
+                ),
+                Some(r) => (
+                    format!(
+                        "{image}: NOT verified: {}: {}",
+                        serde_json::to_value(r.code)
+                            .ok()
+                            .and_then(|c| c.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        r.reason
+                    ),
+                    CliOutcome::Failed,
+                ),
+                None => (
+                    format!("{image}: error: unreadable verdict {v}"),
+                    CliOutcome::Error,
+                ),
+            };
+            (item(Some(v), None), line, class)
+        }
+        Outcome::Error(e) => (
+            item(None, Some(e.to_string())),
+            format!("{image}: error: {e}"),
+            CliOutcome::Error,
+        ),
+        Outcome::Transient(why) => (
+            item(None, Some(format!("transient: {why}"))),
+            format!("{image}: error: transient: {why}"),
+            CliOutcome::Error,
+        ),
+    }
+}
+
+fn digest_note(digest: &str) -> String {
+    if digest.is_empty() {
+        String::new()
+    } else {
+        format!(", digest {digest}")
+    }
+}
+
+fn config_check(file: &Path) -> ExitCode {
+    match Config::load_checked(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let problems = e.problems();
+            if problems.is_empty() {
+                println!("{}: {e}", file.display());
+            }
+            for p in problems {
+                println!("{}: {p}", file.display());
+            }
+            ExitCode::from(1)
+        }
+    }
+}

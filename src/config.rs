@@ -1,0 +1,874 @@
+//! Configuration: the YAML file of SPEC §4, its defaults, and its validation.
+//!
+//! Loading is two-staged so that `vouch config check` can report *every* problem with its
+//! path, not just the first: structural problems (unknown fields, wrong types) come from
+//! deserialization — unknown fields are collected with `serde_ignored` instead of failing
+//! fast — and semantic problems (an empty scope list, a duplicate host, a missing key file)
+//! come from [`Config::validate`], which walks the whole tree.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The config compiled into the binary; what `vouch serve` runs without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.yaml");
+
+/// A duration written the human way (`2500ms`, `10m`, `1h30m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn ms(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The whole configuration. Every field has a default (SPEC §4).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Config {
+    /// Provider listener (HTTPS).
+    pub listen: SocketAddr,
+    /// Operations listener (plain HTTP: health, readiness, metrics).
+    pub ops_listen: SocketAddr,
+    /// Answer budget of `/v1/verify` and `/v1/claims`; below Gatekeeper's 3 s webhook timeout.
+    pub deadline: Dur,
+    /// Answer budget of `/v1/mutate`; below Gatekeeper's 1 s mutating webhook timeout.
+    pub mutate_deadline: Dur,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub server: ServerTuning,
+    pub cache: CacheConfig,
+    pub registries: Vec<RegistryConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub claims: ClaimsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            ops_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            deadline: Dur::ms(2500),
+            mutate_deadline: Dur::ms(900),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            server: ServerTuning::default(),
+            cache: CacheConfig::default(),
+            registries: Vec::new(),
+            policies: Vec::new(),
+            claims: ClaimsConfig::default(),
+        }
+    }
+}
+
+/// Serving certificate and the client CA that authenticates Gatekeeper.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Absent together with `keyFile`: a development certificate is
+    /// generated at start-up.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle; when set, every client must present a certificate it issued (mTLS).
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the three files are re-read to pick up rotations.
+    pub reload_interval: Dur,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval: Dur::secs(2),
+        }
+    }
+}
+
+/// Bounds on one ExternalData request (SPEC §1).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_keys: usize,
+    pub max_key_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_keys: 512,
+            max_key_bytes: 2048,
+        }
+    }
+}
+
+/// Connection-level bounds of the provider listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerTuning {
+    /// Open connections at most; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Dur,
+    /// Time a client has to send a complete request head, counted from the end of the
+    /// handshake or from its first byte after the previous response.
+    pub header_read_timeout: Dur,
+    /// A keep-alive connection with no request for this long is closed. Longer than
+    /// Gatekeeper's own 90 s idle timeout, so the client closes first and never sends a
+    /// request into a connection the server is closing.
+    pub idle_timeout: Dur,
+    /// Largest request head (request line plus headers) accepted.
+    pub max_header_bytes: usize,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for ServerTuning {
+    fn default() -> Self {
+        ServerTuning {
+            max_connections: 1024,
+            handshake_timeout: Dur::secs(5),
+            header_read_timeout: Dur::secs(5),
+            idle_timeout: Dur::secs(120),
+            max_header_bytes: 64 * 1024,
+            shutdown_grace: Dur::ms(2500),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub verified_ttl: Dur,
+    pub failed_ttl: Dur,
+    pub tag_ttl: Dur,
+    pub redis_url: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 100_000,
+            verified_ttl: Dur::secs(600),
+            failed_ttl: Dur::secs(30),
+            tag_ttl: Dur::secs(30),
+            redis_url: String::new(),
+        }
+    }
+}
+
+/// Per-registry settings. A registry is contacted only if a policy scope names it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// `host` or `host:port`, as it appears in image references.
+    pub host: String,
+    #[serde(default)]
+    pub plain_http: bool,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_max_concurrency() -> usize {
+    16
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    #[default]
+    Any,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Verify signatures with the policy's verifiers.
+    #[default]
+    Verify,
+    /// Admit without verification (verdict `verified: true`, no signatures).
+    Allow,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub require: Require,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub verifiers: Vec<VerifierConfig>,
+}
+
+/// One verifier of a policy, written as a single-key map: `- cosign: {...}` or
+/// `- notation: {...}`. Parsed as a struct of optional fields (YAML libraries disagree on
+/// how externally tagged enums are spelled) and turned into [`Verifier`] by [`Self::kind`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifierConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosign: Option<CosignVerifierConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notation: Option<NotationVerifierConfig>,
+}
+
+/// A verifier, once exactly one kind was given.
+#[derive(Clone, Copy, Debug)]
+pub enum Verifier<'a> {
+    Cosign(&'a CosignVerifierConfig),
+    Notation(&'a NotationVerifierConfig),
+}
+
+impl VerifierConfig {
+    pub fn cosign(c: CosignVerifierConfig) -> Self {
+        VerifierConfig {
+            cosign: Some(c),
+            notation: None,
+        }
+    }
+
+    /// The verifier's kind; `None` unless exactly one kind is set (validation reports it).
+    pub fn kind(&self) -> Option<Verifier<'_>> {
+        match (&self.cosign, &self.notation) {
+            (Some(c), None) => Some(Verifier::Cosign(c)),
+            (None, Some(n)) => Some(Verifier::Notation(n)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CosignVerifierConfig {
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotationVerifierConfig {
+    #[serde(default)]
+    pub trust_store: Vec<PathBuf>,
+    #[serde(default)]
+    pub trusted_identities: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClaimsConfig {
+    pub ttl: Dur,
+    pub store: ClaimStoreKind,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        ClaimsConfig {
+            ttl: Dur::secs(60),
+            store: ClaimStoreKind::Memory,
+        }
+    }
+}
+
+/// One thing wrong with a config, located by its path (`policies[0].scopes[1]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in {origin}:\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default config (`config/default.yaml`).
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "the embedded default config", None)
+    }
+
+    /// Reads, parses and validates a config file; relative paths in it resolve against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_inner(path, false)
+    }
+
+    /// Like [`Config::load`], and also checks that every file the config names can be read
+    /// (what `vouch config check` runs).
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_inner(path, true)
+    }
+
+    fn load_inner(path: &Path, files: bool) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse_inner(&text, &path.display().to_string(), Some(&base), files)
+    }
+
+    /// Parses and validates config text. `base`, when given, is the directory relative file
+    /// paths resolve against.
+    pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::parse_inner(text, origin, base, false)
+    }
+
+    fn parse_inner(
+        text: &str,
+        origin: &str,
+        base: Option<&Path>,
+        files: bool,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            origin: origin.to_string(),
+            problems,
+        };
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
+        // An empty file is an empty mapping: all defaults.
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mut note_unknown = |path: serde_ignored::Path| unknown.push(render_ignored_path(&path));
+        let ignored = serde_ignored::Deserializer::new(de, &mut note_unknown);
+        let parsed: Result<Config, _> = serde_path_to_error::deserialize(ignored);
+        for path in unknown {
+            let (parent, field) = match path.rsplit_once('.') {
+                Some((p, f)) => (p.to_string(), f.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            problems.push(Problem {
+                path,
+                message: format!(
+                    "unknown field `{field}`{}",
+                    if parent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in `{parent}`")
+                    }
+                ),
+            });
+        }
+        let mut config = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                let path = render_error_path(e.path());
+                let message = e.inner().to_string();
+                // The YAML error may already start with the path; say it once.
+                let message = message
+                    .strip_prefix(&format!("{path}: "))
+                    .map(str::to_string)
+                    .unwrap_or(message);
+                problems.push(Problem { path, message });
+                return Err(invalid(problems));
+            }
+        };
+        if let Some(base) = base {
+            config.resolve_paths(base);
+        }
+        problems.extend(config.validate());
+        if files {
+            problems.extend(config.check_files());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    /// Makes every relative file path absolute against `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut self.tls.cert_file,
+            &mut self.tls.key_file,
+            &mut self.tls.client_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        for r in &mut self.registries {
+            for p in [&mut r.password_file, &mut r.docker_config]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
+        for policy in &mut self.policies {
+            for v in &mut policy.verifiers {
+                if let Some(c) = &mut v.cosign {
+                    c.public_keys.iter_mut().for_each(fix);
+                }
+                if let Some(n) = &mut v.notation {
+                    n.trust_store.iter_mut().for_each(fix);
+                }
+            }
+        }
+    }
+
+    /// Semantic checks over the whole tree; returns every problem found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |path: String, message: String| out.push(Problem { path, message });
+
+        for (name, d) in [
+            ("deadline", self.deadline),
+            ("mutateDeadline", self.mutate_deadline),
+            ("tls.reloadInterval", self.tls.reload_interval),
+            ("server.handshakeTimeout", self.server.handshake_timeout),
+            ("server.headerReadTimeout", self.server.header_read_timeout),
+            ("server.idleTimeout", self.server.idle_timeout),
+            ("claims.ttl", self.claims.ttl),
+        ] {
+            if d.get().is_zero() {
+                bad(name.into(), "must be greater than zero".into());
+            }
+        }
+        for (name, n) in [
+            ("limits.maxBodyBytes", self.limits.max_body_bytes),
+            ("limits.maxKeys", self.limits.max_keys),
+            ("limits.maxKeyBytes", self.limits.max_key_bytes),
+            ("server.maxConnections", self.server.max_connections),
+        ] {
+            if n == 0 {
+                bad(name.into(), "must be greater than zero".into());
+            }
+        }
+        if self.server.max_header_bytes < 8192 {
+            bad(
+                "server.maxHeaderBytes".into(),
+                "must be at least 8192".into(),
+            );
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => bad(
+                "tls.keyFile".into(),
+                "required when tls.certFile is set".into(),
+            ),
+            (None, Some(_)) => bad(
+                "tls.certFile".into(),
+                "required when tls.keyFile is set".into(),
+            ),
+            _ => {}
+        }
+
+        let mut hosts = HashSet::new();
+        for (i, r) in self.registries.iter().enumerate() {
+            let at = format!("registries[{i}]");
+            if let Err(why) = check_host(&r.host) {
+                bad(format!("{at}.host"), why);
+            } else if !hosts.insert(r.host.to_ascii_lowercase()) {
+                bad(
+                    format!("{at}.host"),
+                    format!("registry {:?} is configured twice", r.host),
+                );
+            }
+            if r.max_concurrency == 0 {
+                bad(
+                    format!("{at}.maxConcurrency"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if !r.username.is_empty() && r.password_file.is_none() {
+                bad(
+                    format!("{at}.passwordFile"),
+                    "required when username is set".into(),
+                );
+            }
+            if !r.username.is_empty() && r.docker_config.is_some() {
+                bad(
+                    format!("{at}.dockerConfig"),
+                    "give either username/passwordFile or dockerConfig, not both".into(),
+                );
+            }
+        }
+
+        let mut names = HashSet::new();
+        let mut scopes = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("policies[{i}]");
+            if p.name.trim().is_empty() {
+                bad(format!("{at}.name"), "must not be empty".into());
+            } else if !names.insert(p.name.as_str()) {
+                bad(
+                    format!("{at}.name"),
+                    format!("policy name {:?} is used twice", p.name),
+                );
+            }
+            if p.scopes.is_empty() {
+                bad(
+                    format!("{at}.scopes"),
+                    "a policy needs at least one scope".into(),
+                );
+            }
+            for (j, s) in p.scopes.iter().enumerate() {
+                if let Err(why) = crate::policy::Scope::parse(s) {
+                    bad(format!("{at}.scopes[{j}]"), why);
+                } else if !scopes.insert(s.as_str()) {
+                    bad(
+                        format!("{at}.scopes[{j}]"),
+                        format!("scope {s:?} belongs to more than one policy"),
+                    );
+                }
+            }
+            match p.action {
+                Action::Allow if !p.verifiers.is_empty() => bad(
+                    format!("{at}.verifiers"),
+                    "a policy with action: allow takes no verifiers".into(),
+                ),
+                Action::Verify if p.verifiers.is_empty() => bad(
+                    format!("{at}.verifiers"),
+                    "a policy with action: verify needs at least one verifier".into(),
+                ),
+                _ => {}
+            }
+            for (j, v) in p.verifiers.iter().enumerate() {
+                let vat = format!("{at}.verifiers[{j}]");
+                match v.kind() {
+                    None => bad(vat, "give exactly one of `cosign` or `notation`".into()),
+                    Some(Verifier::Cosign(c)) if c.public_keys.is_empty() => bad(
+                        format!("{vat}.cosign.publicKeys"),
+                        "at least one public key is required".into(),
+                    ),
+                    Some(Verifier::Notation(n)) => {
+                        if n.trust_store.is_empty() {
+                            bad(
+                                format!("{vat}.notation.trustStore"),
+                                "at least one certificate file is required".into(),
+                            );
+                        }
+                        if n.trusted_identities.is_empty() {
+                            bad(
+                                format!("{vat}.notation.trustedIdentities"),
+                                "at least one identity (or \"*\") is required".into(),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if self.claims.store == ClaimStoreKind::Redis && self.cache.redis_url.is_empty() {
+            bad(
+                "claims.store".into(),
+                "store: redis needs cache.redisUrl".into(),
+            );
+        }
+        out
+    }
+
+    /// Checks that every file the config names exists and can be read. `config check`
+    /// reports these; `serve` instead waits for TLS files to appear (readiness stays 503).
+    pub fn check_files(&self) -> Vec<Problem> {
+        let mut files: Vec<(String, &Path)> = Vec::new();
+        let tls = [
+            ("tls.certFile", &self.tls.cert_file),
+            ("tls.keyFile", &self.tls.key_file),
+            ("tls.clientCAFile", &self.tls.client_ca_file),
+        ];
+        for (name, p) in tls {
+            if let Some(p) = p {
+                files.push((name.to_string(), p));
+            }
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            if let Some(p) = &r.password_file {
+                files.push((format!("registries[{i}].passwordFile"), p));
+            }
+            if let Some(p) = &r.docker_config {
+                files.push((format!("registries[{i}].dockerConfig"), p));
+            }
+        }
+        for (i, pol) in self.policies.iter().enumerate() {
+            for (j, v) in pol.verifiers.iter().enumerate() {
+                let (kind, list) = match v.kind() {
+                    Some(Verifier::Cosign(c)) => ("cosign.publicKeys", &c.public_keys),
+                    Some(Verifier::Notation(n)) => ("notation.trustStore", &n.trust_store),
+                    None => continue,
+                };
+                for (k, p) in list.iter().enumerate() {
+                    files.push((format!("policies[{i}].verifiers[{j}].{kind}[{k}]"), p));
+                }
+            }
+        }
+        files
+            .into_iter()
+            .filter_map(|(path, file)| {
+                std::fs::File::open(file).err().map(|e| Problem {
+                    path,
+                    message: format!("cannot read {}: {e}", file.display()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `host` or `host:port`: no scheme, no path, no user info.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if host.contains("://") {
+        return Err(format!("{host:?}: give the host without a scheme"));
+    }
+    if host.contains('/') || host.contains('@') || host.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{host:?} is not a registry host (expected host or host:port)"
+        ));
+    }
+    Ok(())
+}
+
+/// `serde_path_to_error` path → `policies[0].scopes` style.
+fn render_error_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn render_ignored_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    fn walk(p: &P, out: &mut String) {
+        match p {
+            P::Root => {}
+            P::Seq { parent, index } => {
+                walk(parent, out);
+                out.push_str(&format!("[{index}]"));
+            }
+            P::Map { parent, key } => {
+                walk(parent, out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                walk(parent, out)
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(path, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Config::parse(yaml, "test", None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().expect("embedded default config must be valid");
+        assert_eq!(c.deadline, Dur::ms(2500));
+        assert_eq!(c.mutate_deadline, Dur::ms(900));
+        assert!(
+            c.tls.cert_file.is_none(),
+            "dev mode generates its certificate"
+        );
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = Config::parse("", "t", None).expect("empty config");
+        assert_eq!(c.limits.max_keys, 512);
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert_eq!(c.cache.verified_ttl, Dur::secs(600));
+    }
+
+    #[test]
+    fn durations_parse_the_human_way() {
+        let c = Config::parse("deadline: 1s500ms\ncache: {tagTtl: 2m}", "t", None).expect("ok");
+        assert_eq!(c.deadline.get(), Duration::from_millis(1500));
+        assert_eq!(c.cache.tag_ttl.get(), Duration::from_secs(120));
+        let p = problems("deadline: soon");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("deadline: invalid duration"), "{p:?}");
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported_with_its_path() {
+        let p = problems(
+            "listn: 1\ntls: {certFiel: x}\npolicies:\n- name: a\n  scopes: [\"r.io/a/*\"]\n  action: allow\n  colour: red\n",
+        );
+        assert!(
+            p.contains(&"listn: unknown field `listn`".to_string()),
+            "{p:?}"
+        );
+        assert!(
+            p.contains(&"tls.certFiel: unknown field `certFiel` in `tls`".to_string()),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|s| s.starts_with("policies[0].colour:")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_their_path() {
+        let p = problems("limits: {maxKeys: many}");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("limits.maxKeys: invalid type"), "{p:?}");
+        let p = problems("policies:\n- scopes: [a]\n");
+        assert!(
+            p[0].starts_with("policies[0]: missing field `name`"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let p = problems(
+            "limits: {maxKeys: 0}\ntls: {certFile: a.crt}\nregistries:\n- host: https://r.io\n- host: r.io\n- host: r.io\npolicies:\n- name: a\n  scopes: []\n- name: a\n  scopes: [\"nohost\"]\n  verifiers: []\n",
+        );
+        let want = [
+            "limits.maxKeys: must be greater than zero",
+            "tls.keyFile: required when tls.certFile is set",
+            "registries[0].host:",
+            "registries[2].host: registry \"r.io\" is configured twice",
+            "policies[0].scopes: a policy needs at least one scope",
+            "policies[1].name: policy name \"a\" is used twice",
+            "policies[1].scopes[0]:",
+            "policies[1].verifiers: a policy with action: verify needs at least one verifier",
+        ];
+        for w in want {
+            assert!(p.iter().any(|s| s.starts_with(w)), "missing {w:?} in {p:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = Config::parse(
+            "tls: {certFile: tls.crt, keyFile: /abs/tls.key}\npolicies:\n- name: a\n  scopes: [\"r.io/a/*\"]\n  verifiers:\n  - cosign: {publicKeys: [keys/a.pub]}\n",
+            "t",
+            Some(Path::new("/etc/vouch")),
+        )
+        .expect("valid");
+        assert_eq!(c.tls.cert_file, Some(PathBuf::from("/etc/vouch/tls.crt")));
+        assert_eq!(c.tls.key_file, Some(PathBuf::from("/abs/tls.key")));
+        match c.policies[0].verifiers[0].kind() {
+            Some(Verifier::Cosign(k)) => {
+                assert_eq!(k.public_keys[0], PathBuf::from("/etc/vouch/keys/a.pub"))
+            }
+            other => panic!("unexpected verifier {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_claims_need_a_redis_url() {
+        let p = problems("claims: {store: redis}");
+        assert_eq!(p, vec!["claims.store: store: redis needs cache.redisUrl"]);
+    }
+}

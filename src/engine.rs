@@ -1,0 +1,80 @@
+//! The seam between the HTTP layer and the work done per key.
+//!
+//! An [`Engine`] maps one key to one [`Outcome`]. The exchange layer fans keys out to an
+//! engine in spawned tasks, so an engine never sees deadlines, bodies or sockets, and its
+//! work may outlive the request that started it.
+
+use std::fmt;
+
+use futures_util::future::BoxFuture;
+
+/// What one key came to (SPEC §1: three classes, never mixed up).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A verdict: the `value` of the key's item. A failed verification is a verdict.
+    Value(serde_json::Value),
+    /// No verdict, for a reason a retry within minutes will not fix: the key's `error`.
+    /// Gatekeeper caches it like a value.
+    Error(KeyError),
+    /// No verdict because of a transient condition: reported in `systemError`, which
+    /// Gatekeeper never caches, so the next admission retries.
+    Transient(String),
+}
+
+/// Stable prefixes of per-key errors, so policies and people can match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Registry credentials rejected.
+    Auth,
+    /// The registry answered with malformed data.
+    RegistryProtocol,
+    /// The registry's TLS certificate is not trusted.
+    RegistryTls,
+    /// No policy covers the key (mutation only; verification answers a verdict).
+    NoPolicy,
+    /// A claim key that is not a valid claim.
+    InvalidClaim,
+    /// The policy asks for something this build cannot do.
+    Unsupported,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Auth => "auth",
+            ErrorCode::RegistryProtocol => "registry-protocol",
+            ErrorCode::RegistryTls => "registry-tls",
+            ErrorCode::NoPolicy => "no-policy",
+            ErrorCode::InvalidClaim => "invalid-claim",
+            ErrorCode::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// A per-key error: rendered as `code: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl KeyError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        KeyError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// Maps one key to one outcome. Implementations must not panic on any input; the exchange
+/// layer still turns a panic into a transient failure rather than a dropped request.
+pub trait Engine: Send + Sync + 'static {
+    fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome>;
+}

@@ -1,0 +1,292 @@
+//! One ExternalData exchange: bounded body → distinct keys → engine fan-out under the
+//! deadline → `ProviderResponse`.
+//!
+//! Every key runs in its own spawned task. The exchange waits for them until the deadline
+//! and no longer; a task still running then is *not* cancelled — its result lands in the
+//! caches (when there are some) so Gatekeeper's retry finds it — and its key is named in
+//! `systemError`. Items of keys that did finish are returned beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::Limits;
+use crate::engine::{Engine, Outcome};
+use crate::metrics::{Endpoint, KeyOutcome, Metrics, RequestOutcome};
+use crate::protocol::{Item, ProviderResponse, RequestError, parse_request};
+
+/// An endpoint's engine and its bounds.
+pub struct Exchange {
+    pub endpoint: Endpoint,
+    pub engine: Arc<dyn Engine>,
+    pub deadline: Duration,
+    pub idempotent: bool,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Exchange {
+    /// Answers one request. Never fails: every problem becomes a `systemError` or an item.
+    pub async fn answer<B>(&self, body: B, content_length: Option<u64>) -> ProviderResponse
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let deadline_at = started + self.deadline;
+        let _in_flight = self.metrics.in_flight(self.endpoint);
+        let response = match self.read_body(body, content_length, deadline_at).await {
+            Ok(bytes) => match parse_request(&bytes, &self.limits) {
+                Ok(req) => self.fan_out(req.api_version, req.keys, deadline_at).await,
+                Err(e) => self.refuse(e),
+            },
+            Err(e) => self.refuse(e),
+        };
+        let outcome = if response.response.system_error.is_empty() {
+            RequestOutcome::Ok
+        } else {
+            RequestOutcome::SystemError
+        };
+        self.metrics
+            .request_done(self.endpoint, outcome, started.elapsed().as_secs_f64());
+        response
+    }
+
+    fn refuse(&self, e: RequestError) -> ProviderResponse {
+        tracing::info!(error = %e, "request refused");
+        ProviderResponse::system_error(self.idempotent, e.to_string())
+    }
+
+    async fn read_body<B>(
+        &self,
+        body: B,
+        content_length: Option<u64>,
+        deadline_at: Instant,
+    ) -> Result<Bytes, RequestError>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.limits.max_body_bytes;
+        if content_length.is_some_and(|n| n > limit as u64) {
+            return Err(RequestError::BodyTooLarge { limit });
+        }
+        let collect = Limited::new(body, limit).collect();
+        match tokio::time::timeout_at(deadline_at, collect).await {
+            Err(_) => Err(RequestError::BodyTimeout(self.deadline.as_millis())),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(RequestError::BodyTooLarge { limit })
+            }
+            Ok(Err(e)) => Err(RequestError::BodyRead(e.to_string())),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    async fn fan_out(
+        &self,
+        api_version: &str,
+        keys: Vec<String>,
+        deadline_at: Instant,
+    ) -> ProviderResponse {
+        let mut pending: FuturesUnordered<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let engine = self.engine.clone();
+                let key = key.clone();
+                let task = tokio::spawn(
+                    async move { engine.evaluate(&key).await }.instrument(tracing::Span::current()),
+                );
+                async move { (i, task.await) }
+            })
+            .collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; keys.len()];
+        let gather = async {
+            while let Some((i, joined)) = pending.next().await {
+                outcomes[i] = Some(joined.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "key evaluation task failed");
+                    Outcome::Transient("internal error while evaluating the key".to_string())
+                }));
+            }
+        };
+        // On timeout the remaining tasks are detached, not aborted: JoinHandle drops detach.
+        let _ = tokio::time::timeout_at(deadline_at, gather).await;
+        self.assemble(api_version, keys, outcomes)
+    }
+
+    fn assemble(
+        &self,
+        api_version: &str,
+        keys: Vec<String>,
+        outcomes: Vec<Option<Outcome>>,
+    ) -> ProviderResponse {
+        let mut items = Vec::with_capacity(keys.len());
+        let mut transient = Vec::new();
+        let mut late = Vec::new();
+        let (mut verdicts, mut errors) = (0, 0);
+        for (key, outcome) in keys.into_iter().zip(outcomes) {
+            match outcome {
+                Some(Outcome::Value(value)) => {
+                    verdicts += 1;
+                    items.push(Item {
+                        key,
+                        value: Some(value),
+                        error: None,
+                    });
+                }
+                Some(Outcome::Error(e)) => {
+                    errors += 1;
+                    items.push(Item {
+                        key,
+                        value: None,
+                        error: Some(e.to_string()),
+                    });
+                }
+                Some(Outcome::Transient(why)) => transient.push(format!("{key:?}: {why}")),
+                None => late.push(format!("{key:?}")),
+            }
+        }
+        let m = &self.metrics;
+        m.key_done(self.endpoint, KeyOutcome::Verdict, verdicts);
+        m.key_done(self.endpoint, KeyOutcome::Error, errors);
+        m.key_done(self.endpoint, KeyOutcome::Transient, transient.len() as u64);
+        m.key_done(self.endpoint, KeyOutcome::Deadline, late.len() as u64);
+
+        let mut system = Vec::new();
+        if !transient.is_empty() {
+            system.push(format!(
+                "transient failure for {} key(s), retry: {}",
+                transient.len(),
+                transient.join("; ")
+            ));
+        }
+        if !late.is_empty() {
+            system.push(format!(
+                "deadline of {} ms reached before an outcome for {} key(s): {}",
+                self.deadline.as_millis(),
+                late.len(),
+                late.join(", ")
+            ));
+        }
+        if !system.is_empty() {
+            tracing::info!(system_error = %system.join("; "), "answered with a system error");
+        }
+        ProviderResponse::new(api_version, self.idempotent, items, system.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ErrorCode, KeyError};
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+    use http_body_util::Full;
+
+    /// Answers by key prefix: `v…` value, `e…` error, `t…` transient, `s…` sleeps 10 s,
+    /// `p…` panics.
+    struct ByPrefix;
+
+    impl Engine for ByPrefix {
+        fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
+            async move {
+                match key.chars().next() {
+                    Some('v') => Outcome::Value(serde_json::json!(key)),
+                    Some('e') => Outcome::Error(KeyError::new(ErrorCode::Auth, "denied")),
+                    Some('s') => {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        Outcome::Value(serde_json::json!("late"))
+                    }
+                    Some('p') => panic!("engine bug"),
+                    _ => Outcome::Transient("registry unreachable".into()),
+                }
+            }
+            .boxed()
+        }
+    }
+
+    fn exchange(deadline_ms: u64) -> Exchange {
+        Exchange {
+            endpoint: Endpoint::Verify,
+            engine: Arc::new(ByPrefix),
+            deadline: Duration::from_millis(deadline_ms),
+            idempotent: true,
+            limits: Limits::default(),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn request(keys: &[&str]) -> Full<Bytes> {
+        let body = serde_json::json!({"apiVersion": crate::protocol::API_VERSION_V1BETA1,
+            "kind": "ProviderRequest", "request": {"keys": keys}});
+        Full::new(Bytes::from(body.to_string()))
+    }
+
+    #[tokio::test]
+    async fn three_classes_land_where_they_belong() {
+        let r = exchange(1000)
+            .answer(request(&["v1", "e1", "t1", "v1"]), None)
+            .await
+            .response;
+        assert_eq!(r.items.len(), 2);
+        assert_eq!(r.items[0].key, "v1");
+        assert_eq!(r.items[0].value, Some(serde_json::json!("v1")));
+        assert_eq!(r.items[1].error.as_deref(), Some("auth: denied"));
+        assert!(
+            r.system_error.contains("\"t1\": registry unreachable"),
+            "{}",
+            r.system_error
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_keys_are_named_at_the_deadline_and_fast_ones_answered() {
+        let started = Instant::now();
+        let r = exchange(200)
+            .answer(request(&["s1", "v1"]), None)
+            .await
+            .response;
+        assert!(started.elapsed() < Duration::from_millis(250));
+        assert_eq!(r.items.len(), 1);
+        assert_eq!(r.items[0].key, "v1");
+        assert!(
+            r.system_error.starts_with("deadline of 200 ms"),
+            "{}",
+            r.system_error
+        );
+        assert!(r.system_error.contains("\"s1\""), "{}", r.system_error);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_engine_is_a_transient_failure() {
+        let r = exchange(1000)
+            .answer(request(&["p1", "v1"]), None)
+            .await
+            .response;
+        assert_eq!(r.items.len(), 1);
+        assert!(
+            r.system_error.contains("\"p1\": internal error"),
+            "{}",
+            r.system_error
+        );
+    }
+
+    #[tokio::test]
+    async fn declared_oversize_body_is_refused_before_reading() {
+        let r = exchange(1000)
+            .answer(request(&["v1"]), Some(10 * 1024 * 1024))
+            .await
+            .response;
+        assert!(r.items.is_empty());
+        assert_eq!(
+            r.system_error,
+            "request body exceeds limits.maxBodyBytes (1048576 bytes)"
+        );
+    }
+}

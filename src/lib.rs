@@ -1,0 +1,35 @@
+//! vouch: a Gatekeeper external data provider that verifies container image signatures.
+//!
+//! The major components, in the order a request meets them:
+//!
+//! - [`server`]: the provider listener — TCP accept, TLS 1.3 (mTLS with the Gatekeeper CA),
+//!   HTTP/1.1 connections with named timeouts and a connection cap, routing.
+//! - [`tls`]: certificate, key and client CA loading and hot reload; the development
+//!   certificate generated when none is configured.
+//! - [`exchange`]: one ExternalData exchange — bounded body, distinct keys, per-key fan-out
+//!   under the deadline, the three outcome classes into a `ProviderResponse`.
+//! - [`protocol`]: the wire types and the pure request checks.
+//! - [`engine`]: the seam between HTTP and per-key work: [`engine::Engine`] maps a key to an
+//!   [`engine::Outcome`].
+//! - [`verify`]: the verification engine; [`reference`] parses image references and
+//!   [`policy`] selects the trust policy for one.
+//! - [`config`]: the YAML config, its defaults and validation.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on a plain-HTTP port; [`metrics`] holds the
+//!   metric families.
+//! - [`app`] starts and stops all of the above; [`cli`] is the command line; [`shutdown`]
+//!   turns signals into a graceful stop.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod exchange;
+pub mod metrics;
+pub mod ops;
+pub mod policy;
+pub mod protocol;
+pub mod reference;
+pub mod server;
+pub mod shutdown;
+pub mod tls;
+pub mod verify;

@@ -1,0 +1,293 @@
+//! Prometheus metrics, exposed in the text format on the ops listener.
+//!
+//! Every label value comes from a closed enum in this file, never from a request: no image
+//! references, no error strings, so cardinality is fixed no matter what clients send.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Provider endpoints, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Verify,
+    Mutate,
+    Claims,
+    Other,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Verify => "verify",
+            Endpoint::Mutate => "mutate",
+            Endpoint::Claims => "claims",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// How a request as a whole ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Answered with no `systemError`.
+    Ok,
+    /// Answered with a `systemError`.
+    SystemError,
+    /// Not a POST, or not a provider path.
+    Rejected,
+}
+
+impl RequestOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::SystemError => "system_error",
+            RequestOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// How one key ended (the three classes of SPEC §1, plus "no outcome by the deadline").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    Verdict,
+    Error,
+    Transient,
+    Deadline,
+}
+
+impl KeyOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyOutcome::Verdict => "verdict",
+            KeyOutcome::Error => "error",
+            KeyOutcome::Transient => "transient",
+            KeyOutcome::Deadline => "deadline",
+        }
+    }
+}
+
+/// Why a TLS handshake on the provider port failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    Timeout,
+    NoClientCert,
+    BadClientCert,
+    Protocol,
+    NotReady,
+    Other,
+}
+
+impl HandshakeFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NoClientCert => "no_client_cert",
+            HandshakeFailure::BadClientCert => "bad_client_cert",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::NotReady => "not_ready",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// All metric families of the process.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    keys: IntCounterVec,
+    handshake_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    connections_open: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        // The names and label sets below are constants: registration cannot fail on them
+        // except by a programming error, which the unit test catches.
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "vouch_requests_total",
+                "Provider requests by endpoint and outcome.",
+            ),
+            &["endpoint", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vouch_request_duration_seconds",
+                "Time from request arrival to response, by endpoint.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "vouch_requests_in_flight",
+                "Provider requests being answered now.",
+            ),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let keys = IntCounterVec::new(
+            Opts::new(
+                "vouch_keys_total",
+                "Keys answered, by endpoint and outcome class.",
+            ),
+            &["endpoint", "outcome"],
+        )
+        .expect("valid metric");
+        let handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "vouch_tls_handshake_failures_total",
+                "TLS handshakes on the provider port that failed, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "vouch_tls_reloads_total",
+                "Loads of certificate, key and client CA, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let connections_open =
+            IntGauge::new("vouch_connections_open", "Provider connections open now.")
+                .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(keys.clone()),
+            Box::new(handshake_failures.clone()),
+            Box::new(tls_reloads.clone()),
+            Box::new(connections_open.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            keys,
+            handshake_failures,
+            tls_reloads,
+            connections_open,
+        }
+    }
+
+    pub fn request_done(&self, endpoint: Endpoint, outcome: RequestOutcome, seconds: f64) {
+        self.requests
+            .with_label_values(&[endpoint.as_str(), outcome.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[endpoint.as_str()])
+            .observe(seconds);
+    }
+
+    pub fn key_done(&self, endpoint: Endpoint, outcome: KeyOutcome, n: u64) {
+        if n > 0 {
+            self.keys
+                .with_label_values(&[endpoint.as_str(), outcome.as_str()])
+                .inc_by(n);
+        }
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn in_flight(&self, endpoint: Endpoint) -> GaugeGuard {
+        let g = self.in_flight.with_label_values(&[endpoint.as_str()]);
+        g.inc();
+        GaugeGuard(g)
+    }
+
+    /// Counts an open connection until the guard drops.
+    pub fn connection_open(&self) -> GaugeGuard {
+        self.connections_open.inc();
+        GaugeGuard(self.connections_open.clone())
+    }
+
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        self.handshake_failures
+            .with_label_values(&[why.as_str()])
+            .inc();
+    }
+
+    pub fn tls_reloaded(&self, ok: bool) {
+        self.tls_reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// The text exposition format (`text/plain; version=0.0.4`).
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Decrements a gauge when dropped, so early returns and panics cannot leak a count.
+pub struct GaugeGuard(IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_register_and_encode() {
+        let m = Metrics::new();
+        m.request_done(Endpoint::Verify, RequestOutcome::Ok, 0.002);
+        m.key_done(Endpoint::Verify, KeyOutcome::Verdict, 3);
+        m.handshake_failed(HandshakeFailure::NoClientCert);
+        {
+            let _g = m.in_flight(Endpoint::Verify);
+            assert!(
+                m.encode()
+                    .contains("vouch_requests_in_flight{endpoint=\"verify\"} 1")
+            );
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("vouch_requests_in_flight{endpoint=\"verify\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vouch_requests_total{endpoint=\"verify\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vouch_keys_total{endpoint=\"verify\",outcome=\"verdict\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vouch_tls_handshake_failures_total{reason=\"no_client_cert\"} 1"),
+            "{text}"
+        );
+    }
+}

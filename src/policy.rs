@@ -1,0 +1,218 @@
+//! Trust policy selection: which policy governs an image (pure; no I/O).
+//!
+//! A scope names a registry host and a repository, either exactly (`ghcr.io/acme/api`) or
+//! as a prefix ending in `/*` (`ghcr.io/acme/*`, any depth below). The most specific scope
+//! wins: an exact scope beats every prefix, a longer prefix beats a shorter one. Scopes
+//! must start with a registry host, so an image reference can never reach a registry that
+//! no policy names.
+
+use crate::config::{Action, PolicyConfig, Require, VerifierConfig};
+use crate::reference::ImageRef;
+
+/// A parsed policy scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// `host/repo`: exactly this repository.
+    Exact(String),
+    /// `host/path/*`: every repository whose name starts with `host/path/`.
+    Prefix(String),
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        let s = s.trim();
+        let (body, wildcard) = match s.strip_suffix("/*") {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        if body.contains('*') {
+            return Err(format!(
+                "{s:?}: only a trailing \"/*\" wildcard is supported"
+            ));
+        }
+        let (host, rest) = body.split_once('/').unwrap_or((body, ""));
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(format!(
+                "{s:?} must start with a registry host (e.g. \"ghcr.io/acme/*\"); {host:?} is not one"
+            ));
+        }
+        if !wildcard && rest.is_empty() {
+            return Err(format!(
+                "{s:?} names no repository; use {:?}",
+                format!("{host}/*")
+            ));
+        }
+        if rest.contains(['@', ':']) || rest.contains("//") {
+            return Err(format!(
+                "{s:?}: a scope names repositories, not tags or digests"
+            ));
+        }
+        let host = normalize_host(host);
+        let joined = if rest.is_empty() {
+            host
+        } else {
+            format!("{host}/{rest}")
+        };
+        Ok(if wildcard {
+            Scope::Prefix(format!("{joined}/"))
+        } else {
+            Scope::Exact(joined)
+        })
+    }
+
+    /// How well this scope covers `name` (`registry/repository`): `None` if it does not,
+    /// otherwise a rank where larger is more specific.
+    fn rank(&self, name: &str) -> Option<usize> {
+        match self {
+            Scope::Exact(s) => (s == name).then_some(usize::MAX),
+            Scope::Prefix(p) => name.starts_with(p.as_str()).then_some(p.len()),
+        }
+    }
+}
+
+/// Hosts compare case-insensitively, and `index.docker.io` is Docker Hub's old name.
+fn normalize_host(host: &str) -> String {
+    let h = host.to_ascii_lowercase();
+    if h == "index.docker.io" {
+        "docker.io".to_string()
+    } else {
+        h
+    }
+}
+
+/// A policy as the verification engine uses it.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub action: Action,
+    pub require: Require,
+    pub verifiers: Vec<VerifierConfig>,
+}
+
+/// All policies, indexed by scope.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    scopes: Vec<(Scope, usize)>,
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Builds the set from validated config; scopes that do not parse were already reported
+    /// by config validation and are skipped here.
+    pub fn new(configs: &[PolicyConfig]) -> PolicySet {
+        let mut set = PolicySet::default();
+        for (i, p) in configs.iter().enumerate() {
+            set.policies.push(Policy {
+                name: p.name.clone(),
+                action: p.action,
+                require: p.require,
+                verifiers: p.verifiers.clone(),
+            });
+            for s in &p.scopes {
+                if let Ok(scope) = Scope::parse(s) {
+                    set.scopes.push((scope, i));
+                }
+            }
+        }
+        set
+    }
+
+    /// The policy with the most specific scope covering `image`, if any.
+    pub fn select(&self, image: &ImageRef) -> Option<&Policy> {
+        let name = image.name();
+        self.scopes
+            .iter()
+            .filter_map(|(scope, i)| scope.rank(&name).map(|r| (r, *i)))
+            .max_by_key(|(r, _)| *r)
+            .map(|(_, i)| &self.policies[i])
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, scopes: &[&str]) -> PolicyConfig {
+        PolicyConfig {
+            name: name.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            require: Require::Any,
+            action: Action::Allow,
+            verifiers: vec![],
+        }
+    }
+
+    fn selected<'a>(set: &'a PolicySet, image: &str) -> Option<&'a str> {
+        let r = ImageRef::parse(image).expect("valid reference");
+        set.select(&r).map(|p| p.name.as_str())
+    }
+
+    #[test]
+    fn scope_syntax() {
+        assert_eq!(
+            Scope::parse("ghcr.io/acme/*"),
+            Ok(Scope::Prefix("ghcr.io/acme/".into()))
+        );
+        assert_eq!(
+            Scope::parse("ghcr.io/*"),
+            Ok(Scope::Prefix("ghcr.io/".into()))
+        );
+        assert_eq!(
+            Scope::parse("localhost:5000/a"),
+            Ok(Scope::Exact("localhost:5000/a".into()))
+        );
+        assert_eq!(
+            Scope::parse("Index.Docker.io/library/*"),
+            Ok(Scope::Prefix("docker.io/library/".into()))
+        );
+        for bad in [
+            "*",
+            "acme/*",
+            "nginx",
+            "ghcr.io",
+            "ghcr.io/a*/b",
+            "ghcr.io/a:1",
+            "r.io/a@sha256:x",
+        ] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn most_specific_scope_wins() {
+        let set = PolicySet::new(&[
+            policy("all-ghcr", &["ghcr.io/*"]),
+            policy("acme", &["ghcr.io/acme/*"]),
+            policy("acme-api", &["ghcr.io/acme/api"]),
+            policy("library", &["docker.io/library/*"]),
+        ]);
+        assert_eq!(selected(&set, "ghcr.io/acme/api:1"), Some("acme-api"));
+        assert_eq!(selected(&set, "ghcr.io/acme/web:1"), Some("acme"));
+        assert_eq!(selected(&set, "ghcr.io/acme/team/deep:1"), Some("acme"));
+        assert_eq!(selected(&set, "ghcr.io/other/x"), Some("all-ghcr"));
+        assert_eq!(selected(&set, "nginx"), Some("library"));
+        assert_eq!(selected(&set, "bitnami/redis"), None);
+        assert_eq!(selected(&set, "quay.io/acme/api"), None);
+    }
+
+    #[test]
+    fn prefix_matches_whole_path_segments_only() {
+        let set = PolicySet::new(&[policy("acme", &["ghcr.io/acme/*"])]);
+        assert_eq!(selected(&set, "ghcr.io/acme-evil/x"), None);
+        assert_eq!(selected(&set, "ghcr.io/acme"), None);
+        let set = PolicySet::new(&[policy("exact", &["ghcr.io/acme/api"])]);
+        assert_eq!(selected(&set, "ghcr.io/acme/api-v2"), None);
+    }
+
+    #[test]
+    fn host_with_port_is_its_own_registry() {
+        let set = PolicySet::new(&[policy("local", &["localhost:5000/*"])]);
+        assert_eq!(selected(&set, "localhost:5000/a/b"), Some("local"));
+        assert_eq!(selected(&set, "localhost:5001/a/b"), None);
+        assert_eq!(selected(&set, "localhost/a/b"), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The verification report: the `value` of a `/v1/verify` item (SPEC §2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::reference::ImageRef;
+
+/// Why an image is not verified. `None` (serialized as `""`) when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictCode {
+    #[default]
+    #[serde(rename = "")]
+    None,
+    Unsigned,
+    InvalidSignature,
+    UntrustedSigner,
+    Expired,
+    DigestMismatch,
+    NotFound,
+    InvalidReference,
+    NoPolicy,
+}
+
+/// One signature examined for the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureReport {
+    /// `cosign` or `notation`.
+    pub format: String,
+    pub verified: bool,
+    /// Who signed: `key:<name>` for cosign keys, the subject DN for Notary Project.
+    pub signer: String,
+    pub detail: String,
+}
+
+/// The verdict about one image reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub verified: bool,
+    /// The reference as vouch understood it (normalized: `nginx` → `docker.io/library/nginx:latest`).
+    pub reference: String,
+    /// The digest the verdict is about; empty when it was not resolved.
+    pub digest: String,
+    /// The policy that decided; empty when none applies.
+    pub policy: String,
+    pub signatures: Vec<SignatureReport>,
+    pub code: VerdictCode,
+    /// One human sentence when `verified` is false.
+    pub reason: String,
+}
+
+impl Report {
+    pub fn failed(reference: &str, policy: &str, code: VerdictCode, reason: String) -> Report {
+        Report {
+            verified: false,
+            reference: reference.to_string(),
+            digest: String::new(),
+            policy: policy.to_string(),
+            signatures: Vec::new(),
+            code,
+            reason,
+        }
+    }
+
+    /// `action: allow`: verified without looking at signatures.
+    pub fn allowed(image: &ImageRef, policy: &str) -> Report {
+        Report {
+            verified: true,
+            reference: image.to_string(),
+            digest: image.digest().unwrap_or_default().to_string(),
+            policy: policy.to_string(),
+            signatures: Vec::new(),
+            code: VerdictCode::None,
+            reason: String::new(),
+        }
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        // A struct of strings, bools and vectors always serializes.
+        serde_json::to_value(self).unwrap_or_else(
+            |e| serde_json::json!({"verified": false, "code": "internal", "reason": e.to_string()}),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape_matches_the_spec() {
+        let r = Report::failed(
+            "ghcr.io/a/b:1",
+            "acme",
+            VerdictCode::UntrustedSigner,
+            "x".into(),
+        );
+        let v = r.to_value();
+        assert_eq!(
+            v,
+            serde_json::json!({"verified": false, "reference": "ghcr.io/a/b:1", "digest": "",
+              "policy": "acme", "signatures": [], "code": "untrusted-signer", "reason": "x"})
+        );
+        let back: Report = serde_json::from_value(v).expect("round trip");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn codes_have_their_spec_names() {
+        let names: Vec<String> = [
+            VerdictCode::None,
+            VerdictCode::Unsigned,
+            VerdictCode::InvalidSignature,
+            VerdictCode::UntrustedSigner,
+            VerdictCode::Expired,
+            VerdictCode::DigestMismatch,
+            VerdictCode::NotFound,
+            VerdictCode::InvalidReference,
+            VerdictCode::NoPolicy,
+        ]
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .expect("code")
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "",
+                "unsigned",
+                "invalid-signature",
+                "untrusted-signer",
+                "expired",
+                "digest-mismatch",
+                "not-found",
+                "invalid-reference",
+                "no-policy"
+            ]
+        );
+    }
+}
