@@ -92,13 +92,10 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
             "client authentication is OFF: no tls.clientCAFile is configured, so any client can call the provider; configure the Gatekeeper CA in production"
         );
     }
-    tasks.spawn(tls::watch(
-        source,
-        tls_state.clone(),
-        config.tls.reload_interval.get(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    // The first load happens now, so readiness is settled when `start` returns.
+    let mut reloader = tls::Reloader::new(source, tls_state.clone(), metrics.clone());
+    reloader.tick().await;
+    tasks.spawn(reloader.run(config.tls.reload_interval.get(), shutdown.clone()));
 
     let verify = Arc::new(Exchange {
         endpoint: Endpoint::Verify,

@@ -1,7 +1,7 @@
 //! Serving certificate, client CA, and their hot reload.
 //!
 //! The provider's rustls [`ServerConfig`] lives in a [`TlsState`] that new handshakes read;
-//! [`watch`] re-reads the certificate, key and client CA files every `tls.reloadInterval`
+//! [`Reloader`] re-reads the certificate, key and client CA files every `tls.reloadInterval`
 //! and swaps in a new config when their bytes change. Reading contents (not watching
 //! inodes) follows Kubernetes secret volumes, where the files are symlinks through a
 //! `..data` directory link that kubelet swaps atomically. A half-written or mismatched
@@ -250,60 +250,77 @@ impl TlsState {
     }
 }
 
-/// Loads material from `source` now, then every `interval` until `shutdown`, swapping the
-/// config in `state` whenever the material changes and builds.
-pub async fn watch(
+/// Re-reads a [`TlsSource`] and swaps the config in a [`TlsState`] when it changed.
+pub struct Reloader {
     source: TlsSource,
     state: Arc<TlsState>,
-    interval: Duration,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut last: Option<Material> = None;
-    loop {
-        match source.read().await {
+    /// The material of the last load attempt, good or bad: a broken set is reported once,
+    /// and a half-swapped set is retried as soon as any byte changes.
+    last: Option<Material>,
+}
+
+impl Reloader {
+    pub fn new(source: TlsSource, state: Arc<TlsState>, metrics: Arc<Metrics>) -> Reloader {
+        Reloader {
+            source,
+            state,
+            metrics,
+            last: None,
+        }
+    }
+
+    /// One load attempt.
+    pub async fn tick(&mut self) {
+        let m = match self.source.read().await {
+            Ok(m) => m,
             Err(e) => {
-                if state.current().is_none() {
-                    state.set_problem(format!("waiting for TLS material: {e}"));
+                if self.state.current().is_none() {
+                    self.state
+                        .set_problem(format!("waiting for TLS material: {e}"));
                 }
-                if last.is_some() {
+                if self.last.take().is_some() {
+                    // Logged once per outage, not once per tick.
                     tracing::warn!(error = %e, "cannot re-read TLS material; keeping the current certificate");
-                    // Log once per outage, not once per tick.
-                    last = None;
+                }
+                return;
+            }
+        };
+        if self.last.as_ref() == Some(&m) {
+            return;
+        }
+        match server_config(&m.cert, &m.key, m.client_ca.as_deref()) {
+            Ok(config) => {
+                let first = self.state.current().is_none();
+                self.state.current.store(Some(Arc::new(config)));
+                self.metrics.tls_reloaded(true);
+                if first {
+                    tracing::info!(
+                        client_auth = self.source.client_auth(),
+                        "TLS material loaded"
+                    );
+                } else {
+                    tracing::info!("TLS material changed; new handshakes use it");
                 }
             }
-            Ok(m) if last.as_ref() == Some(&m) => {}
-            Ok(m) => {
-                match server_config(&m.cert, &m.key, m.client_ca.as_deref()) {
-                    Ok(config) => {
-                        let first = state.current().is_none();
-                        state.current.store(Some(Arc::new(config)));
-                        metrics.tls_reloaded(true);
-                        if first {
-                            tracing::info!(
-                                client_auth = source.client_auth(),
-                                "TLS material loaded"
-                            );
-                        } else {
-                            tracing::info!("TLS material changed; new handshakes use it");
-                        }
-                    }
-                    Err(e) => {
-                        metrics.tls_reloaded(false);
-                        tracing::warn!(error = %e, "TLS material does not build; keeping the current certificate and retrying");
-                        if state.current().is_none() {
-                            state.set_problem(format!("TLS material invalid: {e}"));
-                        }
-                    }
+            Err(e) => {
+                self.metrics.tls_reloaded(false);
+                tracing::warn!(error = %e, "TLS material does not build; keeping the current certificate and retrying");
+                if self.state.current().is_none() {
+                    self.state.set_problem(format!("TLS material invalid: {e}"));
                 }
-                // Remember failed material too, so a broken set is reported once, and a
-                // half-swapped set is retried as soon as any byte changes.
-                last = Some(m);
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.cancelled() => return,
+        self.last = Some(m);
+    }
+
+    /// Ticks every `interval` until `shutdown`.
+    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => self.tick().await,
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 }

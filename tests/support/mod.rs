@@ -1,0 +1,479 @@
+//! The shared test harness: certificates shaped like Gatekeeper's, a vouch started on free
+//! loopback ports, and clients that speak real TLS and HTTP/1.1 to it. Everything started
+//! here stops when its handle drops; nothing listens on a fixed port.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_RSA_SHA256, SerialNumber,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::TlsConnector;
+use vouch::config::Config;
+
+/// Every network step of a test is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A certificate authority that can issue leaves.
+pub struct Ca {
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key, PEM-encoded.
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// How a leaf is made.
+pub struct LeafSpec<'a> {
+    pub cn: &'a str,
+    pub sans: Vec<String>,
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    pub rsa: bool,
+    pub expired: bool,
+}
+
+impl<'a> LeafSpec<'a> {
+    /// Gatekeeper's webhook certificate, which it also presents as client certificate:
+    /// RSA-2048, EKU serverAuth + clientAuth.
+    pub fn gatekeeper() -> LeafSpec<'static> {
+        let cn = "gatekeeper-webhook-service.gatekeeper-system.svc";
+        LeafSpec {
+            cn,
+            sans: vec![cn.to_string()],
+            eku: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            rsa: true,
+            expired: false,
+        }
+    }
+
+    /// vouch's serving certificate for loopback.
+    pub fn server() -> LeafSpec<'static> {
+        LeafSpec {
+            cn: "vouch",
+            sans: vec!["localhost".into(), "127.0.0.1".into()],
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            rsa: false,
+            expired: false,
+        }
+    }
+}
+
+fn keypair(rsa: bool) -> KeyPair {
+    if rsa {
+        KeyPair::generate_for(&PKCS_RSA_SHA256).expect("RSA-2048 key")
+    } else {
+        KeyPair::generate().expect("P-256 key")
+    }
+}
+
+impl Ca {
+    /// A CA shaped like Gatekeeper's: RSA-2048 and serial number 0.
+    pub fn gatekeeper() -> Ca {
+        Ca::new("gatekeeper-ca", true, Some(0))
+    }
+
+    pub fn new(cn: &str, rsa: bool, serial: Option<u8>) -> Ca {
+        let key = keypair(rsa);
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        if let Some(s) = serial {
+            params.serial_number = Some(SerialNumber::from_slice(&[s]));
+        }
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    pub fn issue(&self, spec: LeafSpec<'_>) -> Leaf {
+        let key = keypair(spec.rsa);
+        let mut params = CertificateParams::new(spec.sans).expect("params");
+        params.distinguished_name.push(DnType::CommonName, spec.cn);
+        params.extended_key_usages = spec.eku;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if spec.expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// The PKI of one test: vouch's serving CA and leaf, Gatekeeper's CA and client leaf.
+pub struct Pki {
+    pub server_ca: Ca,
+    pub server: Leaf,
+    pub gatekeeper_ca: Ca,
+    pub gatekeeper: Leaf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let server_ca = Ca::new("vouch test CA", false, None);
+        let server = server_ca.issue(LeafSpec::server());
+        let gatekeeper_ca = Ca::gatekeeper();
+        let gatekeeper = gatekeeper_ca.issue(LeafSpec::gatekeeper());
+        Pki {
+            server_ca,
+            server,
+            gatekeeper_ca,
+            gatekeeper,
+        }
+    }
+
+    /// Writes `tls.crt`, `tls.key`, `ca.crt` (Gatekeeper's CA) into `dir`.
+    pub fn write(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::write(dir.join("tls.crt"), &self.server.cert_pem).expect("write cert");
+        std::fs::write(dir.join("tls.key"), &self.server.key_pem).expect("write key");
+        std::fs::write(dir.join("ca.crt"), &self.gatekeeper_ca.cert_pem).expect("write ca");
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
+}
+
+/// TLS versions a test client offers.
+#[derive(Clone, Copy)]
+pub enum Versions {
+    Tls13,
+    Tls12Only,
+}
+
+/// A rustls client config trusting `server_ca`, presenting `identity` if given.
+pub fn client_config(
+    server_ca: &str,
+    identity: Option<&Leaf>,
+    versions: Versions,
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
+        roots.add(c.expect("server CA pem")).expect("add root");
+    }
+    let v: &[&rustls::SupportedProtocolVersion] = match versions {
+        Versions::Tls13 => &[&rustls::version::TLS13],
+        Versions::Tls12Only => &[&rustls::version::TLS12],
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(v)
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(leaf) => {
+            let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("leaf pem");
+            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key pem");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 keep-alive connection over TLS.
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Conn {
+    /// TLS handshake (SNI `localhost`) and HTTP/1.1 handshake.
+    pub async fn open(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Conn, String> {
+        let fut = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let tls = TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("http: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Conn { sender })
+        };
+        tokio::time::timeout(STEP, fut)
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| format!("not ready: {e}"))?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes()
+                .to_vec();
+            Ok(Reply {
+                status,
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(STEP, fut)
+            .await
+            .map_err(|_| "request timed out".to_string())?
+    }
+
+    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
+        self.send("POST", path, body).await
+    }
+}
+
+/// A ProviderRequest body.
+pub fn provider_request(keys: &[&str]) -> String {
+    serde_json::json!({"apiVersion": "externaldata.gatekeeper.sh/v1beta1",
+        "kind": "ProviderRequest", "request": {"keys": keys}})
+    .to_string()
+}
+
+/// Plain-HTTP GET on the ops port.
+pub async fn ops_get(addr: SocketAddr, path: &str) -> Reply {
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect ops");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("http handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("ops request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    };
+    tokio::time::timeout(STEP, fut)
+        .await
+        .expect("ops request timed out")
+}
+
+/// Polls `check` every 50 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A vouch started in this process on free loopback ports, with its files in a temp dir.
+/// Dropping it starts the shutdown.
+pub struct Vouch {
+    pub running: vouch::app::Running,
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+}
+
+impl Vouch {
+    /// A config with loopback listeners, the PKI's files and a fast reload interval; the
+    /// caller adds policies or changes fields before starting.
+    pub fn config(dir: &Path, yaml: &str) -> Config {
+        let text = format!(
+            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt, reloadInterval: 100ms}}\n{yaml}"
+        );
+        let path = dir.join("vouch.yaml");
+        std::fs::write(&path, text).expect("write config");
+        Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+
+    /// Starts vouch with mTLS on a fresh PKI and the given extra YAML.
+    pub async fn start(yaml: &str) -> Vouch {
+        Vouch::start_with(yaml, None).await
+    }
+
+    pub async fn start_with(yaml: &str, engine: Option<Arc<dyn vouch::engine::Engine>>) -> Vouch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new();
+        pki.write(dir.path());
+        let config = Vouch::config(dir.path(), yaml);
+        let running = vouch::app::start(
+            config,
+            vouch::app::Options {
+                dev_ca_out: None,
+                verify_engine: engine,
+            },
+        )
+        .await
+        .expect("vouch starts");
+        let v = Vouch { running, dir, pki };
+        v.wait_ready().await;
+        v
+    }
+
+    pub async fn wait_ready(&self) {
+        let ops = self.running.ops_addr;
+        assert!(
+            eventually(STEP, || async move {
+                ops_get(ops, "/readyz").await.status == 200
+            })
+            .await,
+            "vouch did not become ready"
+        );
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A client config that Gatekeeper would use: trusts vouch's CA, presents its cert.
+    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
+        client_config(
+            &self.pki.server_ca.cert_pem,
+            Some(&self.pki.gatekeeper),
+            Versions::Tls13,
+        )
+    }
+
+    pub async fn connect(&self) -> Conn {
+        Conn::open(self.running.provider_addr, self.gatekeeper_client())
+            .await
+            .expect("gatekeeper client connects")
+    }
+
+    /// One request on a fresh connection.
+    pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
+        let reply = self
+            .connect()
+            .await
+            .post("/v1/verify", provider_request(keys))
+            .await
+            .expect("request");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    }
+
+    pub fn metric(&self, text: &str, name: &str) -> f64 {
+        metric_value(text, name)
+    }
+}
+
+impl Drop for Vouch {
+    fn drop(&mut self) {
+        self.running.shutdown_token().cancel();
+    }
+}
+
+/// The value of the sample whose name-and-labels text is exactly `name` (e.g.
+/// `vouch_requests_total{endpoint="verify",outcome="ok"}`); 0 when absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse::<f64>().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
