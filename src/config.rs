@@ -780,6 +780,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_valid() {
+        let c = Config::parse(include_str!("../config/example.yaml"), "example", None)
+            .expect("config/example.yaml must stay valid");
+        assert_eq!(c.policies.len(), 2);
+        assert_eq!(c.server.idle_timeout, Dur::secs(120));
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         let c = Config::parse("", "t", None).expect("empty config");
         assert_eq!(c.limits.max_keys, 512);

@@ -3,11 +3,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use support::*;
 
@@ -114,16 +111,6 @@ fn verify_exit_codes_follow_the_contract() {
     assert!(err.contains("limits.maxKeys"), "{err}");
 }
 
-/// Kills the child on drop, so a failed assertion leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn serve_in_dev_mode_generates_a_certificate_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -133,62 +120,25 @@ async fn serve_in_dev_mode_generates_a_certificate_and_stops_on_sigterm() {
         .replace("opsListen: 0.0.0.0:9090", "opsListen: 127.0.0.1:0");
     let cfg = write(dir.path(), "dev.yaml", &default);
     let ca_path = dir.path().join("dev-ca.crt");
-    let child = Command::new(VOUCH)
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            &cfg,
-            "--dev-ca-out",
-        ])
-        .arg(&ca_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vouch serve");
-    let mut proc = Proc(child);
-    let stderr = proc.0.stderr.take().expect("stderr");
-
-    // Read log lines (JSON) until the listening line, on a thread: the read blocks.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut logs = Vec::new();
-    let mut addrs = None;
-    let until = Instant::now() + STEP;
-    while addrs.is_none() && Instant::now() < until {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        if let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) {
-            let f = &j["fields"];
-            if let (Some(p), Some(o)) = (f["provider_addr"].as_str(), f["ops_addr"].as_str()) {
-                addrs = Some((
-                    p.parse::<SocketAddr>().expect("addr"),
-                    o.parse::<SocketAddr>().expect("addr"),
-                ));
-            }
-        }
-        logs.push(line);
-    }
-    let (provider, ops) =
-        addrs.unwrap_or_else(|| panic!("no listening line in:\n{}", logs.join("\n")));
-    let all = logs.join("\n");
+    let mut served = Served::spawn(
+        VOUCH,
+        &[
+            "--config".as_ref(),
+            cfg.as_ref(),
+            "--dev-ca-out".as_ref(),
+            ca_path.as_os_str(),
+        ],
+    );
+    let all = served.logs.join("\n");
     assert!(all.contains("client authentication is OFF"), "{all}");
     assert!(
         all.contains(&ca_path.display().to_string()),
         "CA path logged: {all}"
     );
 
-    assert_eq!(ops_get(ops, "/readyz").await.status, 200);
+    assert_eq!(ops_get(served.ops, "/readyz").await.status, 200);
     let ca = std::fs::read_to_string(&ca_path).expect("CA written");
-    let mut conn = Conn::open(provider, client_config(&ca, None, Versions::Tls13))
+    let mut conn = Conn::open(served.provider, client_config(&ca, None, Versions::Tls13))
         .await
         .expect("dev certificate verifies against the written CA, without a client certificate");
     let r = conn
@@ -197,19 +147,5 @@ async fn serve_in_dev_mode_generates_a_certificate_and_stops_on_sigterm() {
         .expect("request");
     assert_eq!(r.json()["response"]["items"][0]["value"]["verified"], true);
 
-    let pid = proc.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let until = Instant::now() + STEP;
-    let status = loop {
-        if let Some(s) = proc.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < until, "vouch did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(served.terminate().code(), Some(0));
 }

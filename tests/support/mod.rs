@@ -477,3 +477,94 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A `vouch serve` child process; killed on drop so a failed assertion leaves nothing
+/// running.
+pub struct Served {
+    pub child: std::process::Child,
+    pub provider: SocketAddr,
+    pub ops: SocketAddr,
+    /// Log lines read up to the "listening" line.
+    pub logs: Vec<String>,
+}
+
+impl Served {
+    /// Runs `binary --log-format json serve ARGS...` and waits for its listening line.
+    /// After that line nobody reads stderr any more and the pipe closes: vouch must keep
+    /// serving (and exit cleanly) when its log reader is gone.
+    pub fn spawn(binary: &str, args: &[&std::ffi::OsStr]) -> Served {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(binary)
+            .args(["--log-format", "json", "serve"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn vouch serve");
+        let stderr = child.stderr.take().expect("stderr");
+        // Log lines are read on a thread (the read blocks) and handed over a channel.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut logs = Vec::new();
+        let until = std::time::Instant::now() + STEP;
+        while std::time::Instant::now() < until {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let addrs = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|j| {
+                    let f = &j["fields"];
+                    let p = f["provider_addr"].as_str()?.parse().ok()?;
+                    let o = f["ops_addr"].as_str()?.parse().ok()?;
+                    Some((p, o))
+                });
+            logs.push(line);
+            if let Some((provider, ops)) = addrs {
+                return Served {
+                    child,
+                    provider,
+                    ops,
+                    logs,
+                };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no listening line from vouch serve:\n{}", logs.join("\n"));
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "SIGTERM sent");
+        let until = std::time::Instant::now() + STEP;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "vouch did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
