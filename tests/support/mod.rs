@@ -237,18 +237,26 @@ impl Reply {
     }
 }
 
+/// A bare TLS stream to `addr` (SNI `localhost`), for tests that write raw bytes.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))
+}
+
 impl Conn {
     /// TLS handshake (SNI `localhost`) and HTTP/1.1 handshake.
     pub async fn open(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Conn, String> {
         let fut = async {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-            let tls = TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("tls: {e}"))?;
+            let tls = tls_stream(addr, config).await?;
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .map_err(|e| format!("http: {e}"))?;
