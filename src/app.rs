@@ -82,7 +82,7 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
 
     let verify_engine: Arc<dyn Engine> = match options.verify_engine {
         Some(e) => e,
-        None => Arc::new(VerifyEngine::new(&config)),
+        None => Arc::new(VerifyEngine::new(&config).context("cannot load trust material")?),
     };
     readiness.trust.store(true, Ordering::Release);
 

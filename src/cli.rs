@@ -169,7 +169,13 @@ async fn verify(
             return ExitCode::from(2);
         }
     };
-    let engine = Arc::new(VerifyEngine::new(&config));
+    let engine = match VerifyEngine::new(&config) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut items = Vec::new();
     let mut worst = CliOutcome::Verified;
     for image in images {
@@ -265,8 +271,20 @@ fn digest_note(digest: &str) -> String {
 }
 
 fn config_check(file: &Path) -> ExitCode {
-    match Config::load_checked(file) {
-        Ok(_) => {
+    let loaded = Config::load_checked(file).and_then(|c| {
+        // Key files must not only exist but parse.
+        VerifyEngine::new(&c)
+            .map(|_| ())
+            .map_err(|e| crate::config::ConfigError::Invalid {
+                origin: file.display().to_string(),
+                problems: vec![crate::config::Problem {
+                    path: String::new(),
+                    message: e.to_string(),
+                }],
+            })
+    });
+    match loaded {
+        Ok(()) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }

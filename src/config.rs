@@ -68,6 +68,9 @@ pub struct Config {
     pub mutate_deadline: Dur,
     pub tls: TlsConfig,
     pub limits: Limits,
+    /// Budget of one registry HTTP exchange (connection included); retries stay within
+    /// `deadline` as a whole.
+    pub registry_timeout: Dur,
     pub server: ServerTuning,
     pub cache: CacheConfig,
     pub registries: Vec<RegistryConfig>,
@@ -84,6 +87,7 @@ impl Default for Config {
             mutate_deadline: Dur::ms(900),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            registry_timeout: Dur::secs(2),
             server: ServerTuning::default(),
             cache: CacheConfig::default(),
             registries: Vec::new(),
@@ -126,6 +130,12 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_keys: usize,
     pub max_key_bytes: usize,
+    /// Largest manifest (image, index or signature manifest) fetched from a registry.
+    pub max_manifest_bytes: usize,
+    /// Largest signature blob (cosign simple-signing payload, Notary envelope) fetched.
+    pub max_signature_bytes: usize,
+    /// Signature artifacts examined per image at most, so a registry cannot make us loop.
+    pub max_signatures: usize,
 }
 
 impl Default for Limits {
@@ -134,6 +144,9 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_keys: 512,
             max_key_bytes: 2048,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_signature_bytes: 256 * 1024,
+            max_signatures: 16,
         }
     }
 }
@@ -210,10 +223,33 @@ pub struct RegistryConfig {
     pub docker_config: Option<PathBuf>,
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// PEM CA bundle that replaces the system roots for this registry (private registries).
+    #[serde(default, rename = "caFile")]
+    pub ca_file: Option<PathBuf>,
+    /// Other hosts this registry may redirect to (blob storage such as
+    /// `pkg-containers.githubusercontent.com`); redirects anywhere else are refused.
+    #[serde(default)]
+    pub redirect_hosts: Vec<String>,
 }
 
 fn default_max_concurrency() -> usize {
     16
+}
+
+impl RegistryConfig {
+    /// Settings of a registry a policy names without a `registries` entry.
+    pub fn defaults_for(host: &str) -> RegistryConfig {
+        RegistryConfig {
+            host: host.to_string(),
+            plain_http: false,
+            username: String::new(),
+            password_file: None,
+            docker_config: None,
+            max_concurrency: default_max_concurrency(),
+            ca_file: None,
+            redirect_hosts: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -480,7 +516,7 @@ impl Config {
             fix(p);
         }
         for r in &mut self.registries {
-            for p in [&mut r.password_file, &mut r.docker_config]
+            for p in [&mut r.password_file, &mut r.docker_config, &mut r.ca_file]
                 .into_iter()
                 .flatten()
             {
@@ -508,6 +544,7 @@ impl Config {
             ("deadline", self.deadline),
             ("mutateDeadline", self.mutate_deadline),
             ("tls.reloadInterval", self.tls.reload_interval),
+            ("registryTimeout", self.registry_timeout),
             ("server.handshakeTimeout", self.server.handshake_timeout),
             ("server.headerReadTimeout", self.server.header_read_timeout),
             ("server.idleTimeout", self.server.idle_timeout),
@@ -521,6 +558,9 @@ impl Config {
             ("limits.maxBodyBytes", self.limits.max_body_bytes),
             ("limits.maxKeys", self.limits.max_keys),
             ("limits.maxKeyBytes", self.limits.max_key_bytes),
+            ("limits.maxManifestBytes", self.limits.max_manifest_bytes),
+            ("limits.maxSignatureBytes", self.limits.max_signature_bytes),
+            ("limits.maxSignatures", self.limits.max_signatures),
             ("server.maxConnections", self.server.max_connections),
         ] {
             if n == 0 {
@@ -670,6 +710,9 @@ impl Config {
             }
             if let Some(p) = &r.docker_config {
                 files.push((format!("registries[{i}].dockerConfig"), p));
+            }
+            if let Some(p) = &r.ca_file {
+                files.push((format!("registries[{i}].caFile"), p));
             }
         }
         for (i, pol) in self.policies.iter().enumerate() {

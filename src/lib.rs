@@ -29,6 +29,7 @@ pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod reference;
+pub mod registry;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

@@ -60,6 +60,14 @@ impl Scope {
         })
     }
 
+    /// The registry host the scope names.
+    pub fn host(&self) -> &str {
+        let s = match self {
+            Scope::Exact(s) | Scope::Prefix(s) => s,
+        };
+        s.split_once('/').map_or(s.as_str(), |(h, _)| h)
+    }
+
     /// How well this scope covers `name` (`registry/repository`): `None` if it does not,
     /// otherwise a rank where larger is more specific.
     fn rank(&self, name: &str) -> Option<usize> {

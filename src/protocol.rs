@@ -201,6 +201,7 @@ mod tests {
             max_body_bytes: 4096,
             max_keys: 3,
             max_key_bytes: 10,
+            ..Limits::default()
         }
     }
 

@@ -25,16 +25,42 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-const GOOD: &str = "policies:\n- name: library\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n- name: acme\n  scopes: [\"ghcr.io/acme/*\"]\n  verifiers:\n  - cosign: {publicKeys: [acme.pub]}\n";
+/// A config with an allow policy and a cosign policy for a loopback registry nobody
+/// listens on (so verification of its images fails transiently, without leaving the host).
+fn good_config(dir: &Path) -> String {
+    let key = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/cosign/containers-image/cosign.pub");
+    std::fs::copy(key, dir.join("acme.pub")).expect("copy fixture key");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let text = format!(
+        "registryTimeout: 300ms\nregistries:\n- host: 127.0.0.1:{port}\n  plainHttp: true\npolicies:\n- name: library\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n- name: acme\n  scopes: [\"127.0.0.1:{port}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [acme.pub]}}\n"
+    );
+    write(dir, "good.yaml", &text)
+}
 
 #[test]
 fn config_check_accepts_a_good_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write(dir.path(), "acme.pub", "not checked here");
-    let f = write(dir.path(), "good.yaml", GOOD);
+    let f = good_config(dir.path());
     let (code, out, _) = vouch(&["config", "check", &f]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.trim(), format!("{f}: ok"));
+}
+
+#[test]
+fn config_check_refuses_a_key_that_does_not_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = good_config(dir.path());
+    write(
+        dir.path(),
+        "acme.pub",
+        "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n",
+    );
+    let (code, out, _) = vouch(&["config", "check", &f]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("acme.pub: not a PEM public key"), "{out}");
 }
 
 #[test]
@@ -67,8 +93,15 @@ fn config_check_prints_every_problem_with_its_path() {
 #[test]
 fn verify_exit_codes_follow_the_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write(dir.path(), "acme.pub", "");
-    let f = write(dir.path(), "c.yaml", GOOD);
+    let f = good_config(dir.path());
+    let acme = std::fs::read_to_string(&f)
+        .expect("config")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("- host: ")
+                .map(|h| format!("{h}/acme/api:1"))
+        })
+        .expect("registry host");
 
     let (code, out, _) = vouch(&["verify", "--config", &f, "nginx:1.27", "library/redis"]);
     assert_eq!(code, 0, "{out}");
@@ -87,21 +120,14 @@ fn verify_exit_codes_follow_the_contract() {
         "{out}"
     );
 
-    let (code, out, _) = vouch(&[
-        "verify",
-        "--config",
-        &f,
-        "--json",
-        "nginx",
-        "ghcr.io/acme/api:1",
-    ]);
+    let (code, out, _) = vouch(&["verify", "--config", &f, "--json", "nginx", &acme]);
     assert_eq!(code, 2, "{out}");
     let items: serde_json::Value = serde_json::from_str(&out).expect("--json prints JSON");
     assert_eq!(items[0]["value"]["verified"], true);
     assert!(
         items[1]["error"]
             .as_str()
-            .is_some_and(|e| e.starts_with("unsupported: ")),
+            .is_some_and(|e| e.starts_with("transient: registry 127.0.0.1:")),
         "{out}"
     );
 

@@ -2,19 +2,28 @@
 //!
 //! [`decide`] is the pure front half: parse the reference, pick the policy, and settle
 //! every key that needs no registry (`invalid-reference`, `no-policy`, `action: allow`).
-//! Keys whose policy asks for signatures go on to the verifiers.
+//! Keys whose policy asks for signatures go to [`VerifyEngine::verify_image`]: resolve the
+//! digest, fetch the signatures, check them with the policy's verifiers ([`cosign`]), and
+//! combine the verifiers' results by the policy's `require`.
 
+pub mod cosign;
 mod report;
 
 pub use report::{Report, SignatureReport, VerdictCode};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use tokio::time::Instant;
 
-use crate::config::{Action, Config};
+use crate::config::{Action, Config, Require, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::policy::{Policy, PolicySet};
 use crate::reference::ImageRef;
+use crate::registry::{Registries, RegistryClient, RegistryError};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -53,29 +62,291 @@ pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     }
 }
 
+/// A policy verifier with its trust material loaded.
+enum LoadedVerifier {
+    Cosign(Vec<cosign::PublicKey>),
+    /// Notary Project signatures: not verified by this build.
+    Notation,
+}
+
+/// What one verifier concluded about one image.
+enum VerifierResult {
+    Pass,
+    Fail(VerdictCode, String),
+    Unsupported(String),
+}
+
+/// Why the engine could not be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("policies[{policy}]: {source}")]
+    Key {
+        policy: String,
+        source: cosign::KeyError,
+    },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::BuildError),
+}
+
 /// Verifies image references against the configured trust policies.
 pub struct VerifyEngine {
     policies: PolicySet,
+    verifiers: HashMap<String, Vec<LoadedVerifier>>,
+    registries: Registries,
+    /// Budget of one verification, retries included.
+    budget: Duration,
+    max_signatures: usize,
+    max_signature_bytes: usize,
+}
+
+/// The parts of a signature manifest vouch reads.
+#[derive(Deserialize)]
+struct SignatureManifest {
+    #[serde(default)]
+    layers: Vec<Layer>,
+}
+
+#[derive(Deserialize)]
+struct Layer {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
 }
 
 impl VerifyEngine {
-    pub fn new(config: &Config) -> VerifyEngine {
-        VerifyEngine {
-            policies: PolicySet::new(&config.policies),
+    /// Loads every policy's trust material and builds the registry clients.
+    pub fn new(config: &Config) -> Result<VerifyEngine, EngineError> {
+        let mut verifiers = HashMap::new();
+        for p in &config.policies {
+            let mut loaded = Vec::new();
+            for v in &p.verifiers {
+                match v.kind() {
+                    Some(Verifier::Cosign(c)) => {
+                        let keys = c
+                            .public_keys
+                            .iter()
+                            .map(|k| cosign::PublicKey::load(k))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|source| EngineError::Key {
+                                policy: p.name.clone(),
+                                source,
+                            })?;
+                        loaded.push(LoadedVerifier::Cosign(keys));
+                    }
+                    Some(Verifier::Notation(_)) => loaded.push(LoadedVerifier::Notation),
+                    None => {}
+                }
+            }
+            verifiers.insert(p.name.clone(), loaded);
         }
+        Ok(VerifyEngine {
+            policies: PolicySet::new(&config.policies),
+            verifiers,
+            registries: Registries::new(config)?,
+            budget: config.deadline.get(),
+            max_signatures: config.limits.max_signatures,
+            max_signature_bytes: config.limits.max_signature_bytes,
+        })
     }
 
     async fn verify(&self, key: &str) -> Outcome {
         match decide(key, &self.policies) {
             Decision::Verdict(report) => Outcome::Value(report.to_value()),
-            Decision::Verify { image, policy } => Outcome::Error(KeyError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "policy {:?} requires signature verification of {image}, which this build does not perform yet",
-                    policy.name
-                ),
-            )),
+            Decision::Verify { image, policy } => self.verify_image(&image, policy).await,
         }
+    }
+
+    async fn verify_image(&self, image: &ImageRef, policy: &Policy) -> Outcome {
+        let budget = Instant::now() + self.budget;
+        let reference = image.to_string();
+        let Some(client) = self.registries.get(image.registry()) else {
+            // Scopes always name their host, so this is a wiring error, not an input error.
+            return Outcome::Transient(format!("no registry client for {}", image.registry()));
+        };
+        let target = image.digest().or(image.tag()).unwrap_or("latest");
+        let digest = match client.resolve(image.repository(), target, budget).await {
+            Ok((d, _media_type)) => d,
+            Err(e) => return registry_outcome(e, &reference, &policy.name, ""),
+        };
+        let verifiers = self
+            .verifiers
+            .get(&policy.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let needs_cosign = verifiers
+            .iter()
+            .any(|v| matches!(v, LoadedVerifier::Cosign(_)));
+        let candidates = if needs_cosign {
+            match self
+                .cosign_candidates(&client, image.repository(), &digest, budget)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return registry_outcome(e, &reference, &policy.name, &digest),
+            }
+        } else {
+            Vec::new()
+        };
+        let mut signatures = Vec::new();
+        let mut results = Vec::new();
+        for v in verifiers {
+            match v {
+                LoadedVerifier::Cosign(keys) => {
+                    let checked: Vec<cosign::Checked> = candidates
+                        .iter()
+                        .map(|c| match c {
+                            Ok(c) => cosign::check(c, keys, &digest),
+                            Err(unusable) => unusable.clone(),
+                        })
+                        .collect();
+                    signatures.extend(checked.iter().map(|c| c.report.clone()));
+                    results.push(match cosign::verdict(&checked) {
+                        Ok(()) => VerifierResult::Pass,
+                        Err((code, reason)) => VerifierResult::Fail(code, reason),
+                    });
+                }
+                LoadedVerifier::Notation => results.push(VerifierResult::Unsupported(
+                    "Notary Project signatures are not verified by this build".into(),
+                )),
+            }
+        }
+        let mut report = Report::failed(
+            &reference,
+            &policy.name,
+            VerdictCode::Unsigned,
+            String::new(),
+        );
+        report.digest = digest;
+        report.signatures = signatures;
+        match combine(policy.require, results) {
+            Ok(()) => {
+                report.verified = true;
+                report.code = VerdictCode::None;
+                Outcome::Value(report.to_value())
+            }
+            Err(VerifierResult::Fail(code, reason)) => {
+                report.code = code;
+                report.reason = reason;
+                Outcome::Value(report.to_value())
+            }
+            Err(VerifierResult::Unsupported(why)) => Outcome::Error(KeyError::new(
+                ErrorCode::Unsupported,
+                format!("policy {:?}: {why}", policy.name),
+            )),
+            Err(VerifierResult::Pass) => {
+                Outcome::Transient("internal: inconsistent verifier result".into())
+            }
+        }
+    }
+
+    /// The cosign signature layers of `digest`, each with its payload fetched and checked
+    /// against its digest (`Err` holds the per-signature failure). No signature image →
+    /// empty.
+    async fn cosign_candidates(
+        &self,
+        client: &RegistryClient,
+        repo: &str,
+        digest: &str,
+        budget: Instant,
+    ) -> Result<Vec<Result<cosign::Candidate, cosign::Checked>>, RegistryError> {
+        let manifest = match client
+            .manifest(repo, &cosign::signature_tag(digest), budget)
+            .await
+        {
+            Ok(m) => m,
+            Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let parsed: SignatureManifest = serde_json::from_slice(&manifest.bytes).map_err(|e| {
+            RegistryError::Protocol(format!(
+                "signature manifest {} in {}/{repo} is not an OCI manifest: {e}",
+                manifest.digest,
+                client.host()
+            ))
+        })?;
+        let mut out = Vec::new();
+        for layer in parsed
+            .layers
+            .into_iter()
+            .filter(|l| l.media_type == cosign::SIMPLE_SIGNING)
+            .take(self.max_signatures)
+        {
+            let payload = client
+                .blob(repo, &layer.digest, self.max_signature_bytes, budget)
+                .await;
+            out.push(match payload {
+                Ok(bytes) => Ok(cosign::Candidate {
+                    payload: bytes.to_vec(),
+                    signature_b64: layer.annotations.get(cosign::SIGNATURE_ANNOTATION).cloned(),
+                }),
+                Err(RegistryError::DigestMismatch(why)) => {
+                    Err(cosign::Checked::unusable(VerdictCode::DigestMismatch, why))
+                }
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// `require: any` passes when one verifier passes; `all` when every one does. A verifier
+/// this build cannot run makes the result an error only when the outcome depends on it.
+fn combine(require: Require, results: Vec<VerifierResult>) -> Result<(), VerifierResult> {
+    let passed = |r: &VerifierResult| matches!(r, VerifierResult::Pass);
+    match require {
+        Require::Any if results.iter().any(passed) => Ok(()),
+        Require::All if !results.is_empty() && results.iter().all(passed) => Ok(()),
+        Require::Any => {
+            let mut fail = None;
+            for r in results {
+                match r {
+                    VerifierResult::Unsupported(_) => return Err(r),
+                    VerifierResult::Fail(..) if fail.is_none() => fail = Some(r),
+                    _ => {}
+                }
+            }
+            Err(fail.unwrap_or(VerifierResult::Fail(
+                VerdictCode::Unsigned,
+                "no verifier".into(),
+            )))
+        }
+        Require::All => {
+            let mut unsupported = None;
+            for r in results {
+                match r {
+                    VerifierResult::Fail(..) => return Err(r),
+                    VerifierResult::Unsupported(_) if unsupported.is_none() => {
+                        unsupported = Some(r)
+                    }
+                    _ => {}
+                }
+            }
+            Err(unsupported.unwrap_or(VerifierResult::Fail(
+                VerdictCode::Unsigned,
+                "no verifier".into(),
+            )))
+        }
+    }
+}
+
+/// Maps a registry failure to its outcome class (SPEC §1).
+fn registry_outcome(e: RegistryError, reference: &str, policy: &str, digest: &str) -> Outcome {
+    let verdict = |code, reason: String| {
+        let mut r = Report::failed(reference, policy, code, reason);
+        r.digest = digest.to_string();
+        Outcome::Value(r.to_value())
+    };
+    match e {
+        RegistryError::NotFound(why) => verdict(VerdictCode::NotFound, why),
+        RegistryError::DigestMismatch(why) => verdict(VerdictCode::DigestMismatch, why),
+        RegistryError::Auth(why) => Outcome::Error(KeyError::new(ErrorCode::Auth, why)),
+        RegistryError::Protocol(why) => {
+            Outcome::Error(KeyError::new(ErrorCode::RegistryProtocol, why))
+        }
+        RegistryError::Tls(why) => Outcome::Error(KeyError::new(ErrorCode::RegistryTls, why)),
+        RegistryError::Transient(why) => Outcome::Transient(why),
     }
 }
 
@@ -151,14 +422,43 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn engine_never_answers_verified_for_a_policy_it_cannot_check() {
-        let engine = VerifyEngine {
-            policies: policies(),
-        };
-        match engine.evaluate("ghcr.io/acme/api:1").await {
-            Outcome::Error(e) => assert_eq!(e.code, ErrorCode::Unsupported),
-            other => panic!("expected a per-key error, got {other:?}"),
-        }
+    fn pass() -> VerifierResult {
+        VerifierResult::Pass
+    }
+    fn fail() -> VerifierResult {
+        VerifierResult::Fail(VerdictCode::UntrustedSigner, "x".into())
+    }
+    fn unsupported() -> VerifierResult {
+        VerifierResult::Unsupported("x".into())
+    }
+
+    #[test]
+    fn require_any_and_all() {
+        use Require::{All, Any};
+        assert!(combine(Any, vec![fail(), pass()]).is_ok());
+        assert!(combine(Any, vec![unsupported(), pass()]).is_ok());
+        assert!(matches!(
+            combine(Any, vec![fail(), unsupported()]),
+            Err(VerifierResult::Unsupported(_))
+        ));
+        assert!(matches!(
+            combine(Any, vec![fail()]),
+            Err(VerifierResult::Fail(VerdictCode::UntrustedSigner, _))
+        ));
+        assert!(combine(All, vec![pass(), pass()]).is_ok());
+        assert!(matches!(
+            combine(All, vec![pass(), fail()]),
+            Err(VerifierResult::Fail(..))
+        ));
+        assert!(matches!(
+            combine(All, vec![unsupported(), fail()]),
+            Err(VerifierResult::Fail(..))
+        ));
+        assert!(matches!(
+            combine(All, vec![pass(), unsupported()]),
+            Err(VerifierResult::Unsupported(_))
+        ));
+        assert!(combine(All, vec![]).is_err(), "no verifier never verifies");
+        assert!(combine(Any, vec![]).is_err(), "no verifier never verifies");
     }
 }

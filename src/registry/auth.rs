@@ -1,0 +1,317 @@
+//! Registry credentials and the distribution token flow.
+//!
+//! Credentials come from `username` + `passwordFile` or a docker `config.json`, read once at
+//! start-up and never logged. A `401` with `WWW-Authenticate: Bearer realm=…,service=…,
+//! scope=…` is answered by fetching a token from the realm (with the credentials as basic
+//! auth, if any) and caching it per scope until shortly before it expires.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// A user name and password. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, <redacted>)", self.username)
+    }
+}
+
+/// Why credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Invalid { path: String, why: String },
+}
+
+/// Reads `passwordFile` (trailing newline trimmed).
+pub fn from_password_file(username: &str, path: &Path) -> Result<Credentials, CredentialsError> {
+    let password = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Credentials {
+        username: username.to_string(),
+        password: password.trim_end_matches(['\r', '\n']).to_string(),
+    })
+}
+
+/// Looks `host` up in a docker `config.json` (`auths` entries with `auth` = base64
+/// `user:password`, or `username`/`password`). `None` when the file has no entry for it.
+pub fn from_docker_config(
+    host: &str,
+    path: &Path,
+) -> Result<Option<Credentials>, CredentialsError> {
+    let p = path.display().to_string();
+    let text = std::fs::read(path).map_err(|source| CredentialsError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let invalid = |why: String| CredentialsError::Invalid {
+        path: p.clone(),
+        why,
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let auths = json.get("auths").and_then(|a| a.as_object());
+    let candidates = [
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+        format!("https://{host}/v1/"),
+        format!("https://{host}/v2/"),
+    ];
+    let docker_hub = [
+        "https://index.docker.io/v1/",
+        "index.docker.io",
+        "registry-1.docker.io",
+    ];
+    let entry = auths.and_then(|a| {
+        candidates
+            .iter()
+            .map(String::as_str)
+            .chain(
+                if host == "docker.io" {
+                    &docker_hub[..]
+                } else {
+                    &[][..]
+                }
+                .iter()
+                .copied(),
+            )
+            .find_map(|k| a.get(k))
+    });
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    if let Some(auth) = entry
+        .get("auth")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        let decoded = B64
+            .decode(auth.trim())
+            .map_err(|_| invalid(format!("auths[{host:?}].auth is not base64")))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| invalid(format!("auths[{host:?}].auth is not UTF-8")))?;
+        let (u, pw) = decoded
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("auths[{host:?}].auth is not user:password")))?;
+        return Ok(Some(Credentials {
+            username: u.to_string(),
+            password: pw.to_string(),
+        }));
+    }
+    let field = |k: &str| entry.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    match (field("username"), field("password")) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        _ => Err(invalid(format!(
+            "auths[{host:?}] has neither auth nor username/password"
+        ))),
+    }
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+/// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let params = parse_params(rest);
+    Some(Challenge::Bearer {
+        realm: params.get("realm")?.clone(),
+        service: params.get("service").cloned(),
+        scope: params.get("scope").cloned(),
+    })
+}
+
+/// `k="v", k2=v2` → map; quoted values may contain commas.
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+}
+
+/// Bearer tokens per scope, valid until their expiry.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl TokenCache {
+    pub fn get(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().ok()?;
+        tokens
+            .get(scope)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Keeps a token until 30 s before it expires (`expires_in`, default 60 s per the
+    /// token spec).
+    pub fn put(&self, scope: &str, token: String, expires_in: Option<u64>) {
+        let life = Duration::from_secs(expires_in.unwrap_or(60).max(31) - 30);
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.retain(|_, (_, until)| *until > Instant::now());
+            tokens.insert(scope.to_string(), (token, Instant::now() + life));
+        }
+    }
+}
+
+/// The body of a token response.
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenResponse {
+    pub token: Option<String>,
+    pub access_token: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+impl TokenResponse {
+    pub fn into_token(self) -> Option<(String, Option<u64>)> {
+        let t = self.token.or(self.access_token)?;
+        (!t.is_empty()).then_some((t, self.expires_in))
+    }
+}
+
+pub fn basic_header(c: &Credentials) -> String {
+    format!(
+        "Basic {}",
+        B64.encode(format!("{}:{}", c.username, c.password))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            parse_challenge("Basic realm=\"registry\""),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                "Bearer realm=\"https://ghcr.io/token\",service=\"ghcr.io\",scope=\"repository:acme/api:pull,push\""
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into()),
+                scope: Some("repository:acme/api:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(
+                "bearer realm=https://auth.docker.io/token, service=registry.docker.io"
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: None,
+            })
+        );
+        assert_eq!(
+            parse_challenge("Bearer service=\"x\""),
+            None,
+            "realm is required"
+        );
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+    }
+
+    #[test]
+    fn docker_config_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.json");
+        let auth = B64.encode("alice:s3cr:et");
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"auths":{{"r.io":{{"auth":"{auth}"}},"https://q.io":{{"username":"bob","password":"pw"}},"bad.io":{{}}}}}}"#
+            ),
+        )
+        .expect("write");
+        let c = from_docker_config("r.io", &p).expect("ok").expect("entry");
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("alice", "s3cr:et")
+        );
+        let c = from_docker_config("q.io", &p).expect("ok").expect("entry");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "pw"));
+        assert!(from_docker_config("none.io", &p).expect("ok").is_none());
+        assert!(from_docker_config("bad.io", &p).is_err());
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "Debug must not show the password"
+        );
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let cache = TokenCache::default();
+        cache.put("s", "t".into(), Some(300));
+        assert_eq!(cache.get("s").as_deref(), Some("t"));
+        assert_eq!(cache.get("other"), None);
+    }
+}

@@ -1,0 +1,713 @@
+//! OCI distribution client: one long-lived client per configured registry host.
+//!
+//! Built on reqwest rather than `oci-client`: admission-time verification needs things
+//! `oci-client` does not expose — a byte cap enforced *while* reading a manifest or blob,
+//! a hash check of everything fetched against the digest it was fetched by, a redirect
+//! policy that refuses unconfigured hosts, retries that honour `Retry-After` only while the
+//! verification budget allows, and errors classified into SPEC §1's outcome classes.
+//!
+//! Only hosts named by a policy scope get a client ([`Registries::get`] returns `None`
+//! otherwise), so an image reference cannot make vouch contact an arbitrary host.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use self::auth::{Challenge, Credentials, TokenCache, TokenResponse};
+use crate::config::{Config, RegistryConfig};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Every manifest type vouch accepts, for `Accept`.
+pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Why a registry operation failed, sorted by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Unreachable, 5xx, 429 or timeout after the retry budget: worth retrying soon.
+    #[error("{0}")]
+    Transient(String),
+    /// Credentials missing or rejected (401/403).
+    #[error("{0}")]
+    Auth(String),
+    /// The registry's TLS certificate is not trusted.
+    #[error("{0}")]
+    Tls(String),
+    /// The registry answered something that is not the distribution protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// The manifest or blob does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Content does not hash to the digest it was fetched by (or announced).
+    #[error("{0}")]
+    DigestMismatch(String),
+}
+
+/// Sizes and times that bound every fetch.
+#[derive(Debug, Clone)]
+pub struct FetchLimits {
+    pub max_manifest_bytes: usize,
+    pub max_blob_bytes: usize,
+    /// One HTTP exchange, connection included.
+    pub request_timeout: Duration,
+}
+
+/// A fetched manifest, hash-checked.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: String,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// The clients of every registry a policy names.
+pub struct Registries {
+    clients: HashMap<String, Arc<RegistryClient>>,
+}
+
+/// Why the registry clients could not be built (bad credentials file, CA file…).
+#[derive(Debug, thiserror::Error)]
+#[error("registry {host}: {why}")]
+pub struct BuildError {
+    pub host: String,
+    pub why: String,
+}
+
+impl Registries {
+    /// One client per host named by a policy scope, configured by its `registries` entry
+    /// (or defaults: HTTPS, anonymous).
+    pub fn new(config: &Config) -> Result<Registries, BuildError> {
+        let limits = FetchLimits {
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+            max_blob_bytes: config.limits.max_signature_bytes,
+            request_timeout: config.registry_timeout.get(),
+        };
+        let mut clients = HashMap::new();
+        for policy in &config.policies {
+            for scope in &policy.scopes {
+                let Ok(scope) = crate::policy::Scope::parse(scope) else {
+                    continue;
+                };
+                let host = scope.host().to_string();
+                if clients.contains_key(&host) {
+                    continue;
+                }
+                let rc = config
+                    .registries
+                    .iter()
+                    .find(|r| r.host.eq_ignore_ascii_case(&host))
+                    .cloned()
+                    .unwrap_or_else(|| RegistryConfig::defaults_for(&host));
+                let client = RegistryClient::new(&rc, limits.clone())?;
+                clients.insert(host, Arc::new(client));
+            }
+        }
+        Ok(Registries { clients })
+    }
+
+    /// The client for `host`, if a policy names it.
+    pub fn get(&self, host: &str) -> Option<Arc<RegistryClient>> {
+        self.clients.get(host).cloned()
+    }
+}
+
+/// A long-lived client for one registry: connection pool, token cache, concurrency cap.
+pub struct RegistryClient {
+    /// The host as written in image references (`docker.io`, `localhost:5000`).
+    host: String,
+    /// Scheme and API host (`https://registry-1.docker.io`).
+    base: String,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    tokens: TokenCache,
+    permits: Semaphore,
+    limits: FetchLimits,
+}
+
+impl RegistryClient {
+    pub fn new(rc: &RegistryConfig, limits: FetchLimits) -> Result<RegistryClient, BuildError> {
+        let host = rc.host.to_ascii_lowercase();
+        let fail = |why: String| BuildError {
+            host: host.clone(),
+            why,
+        };
+        let api_host = if host == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host.clone()
+        };
+        let scheme = if rc.plain_http { "http" } else { "https" };
+        let credentials = if let Some(pw) = &rc.password_file {
+            Some(auth::from_password_file(&rc.username, pw).map_err(|e| fail(e.to_string()))?)
+        } else if let Some(dc) = &rc.docker_config {
+            auth::from_docker_config(&host, dc).map_err(|e| fail(e.to_string()))?
+        } else {
+            None
+        };
+        let allowed: Vec<String> = std::iter::once(api_host.clone())
+            .chain(rc.redirect_hosts.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.stop();
+            }
+            let target = host_port(attempt.url());
+            if allowed.contains(&target) {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .redirect(redirect)
+            .connect_timeout(limits.request_timeout)
+            .timeout(limits.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("vouch/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &rc.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| fail(format!("cannot read {}: {e}", ca.display())))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                crate::tls::parse_certs("registry CA", &pem).map_err(|e| fail(e.to_string()))?
+            {
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(format!("registry CA: {e}")))?;
+            }
+            let tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| fail(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|e| fail(e.to_string()))?;
+        Ok(RegistryClient {
+            host: host.clone(),
+            base: format!("{scheme}://{api_host}"),
+            http,
+            credentials,
+            tokens: TokenCache::default(),
+            permits: Semaphore::new(rc.max_concurrency.max(1)),
+            limits,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Resolves a tag or digest to the manifest's digest and media type with a `HEAD`
+    /// (falling back to `GET` when the registry gives no digest header).
+    pub async fn resolve(
+        &self,
+        repo: &str,
+        reference: &str,
+        budget: Instant,
+    ) -> Result<(String, String), RegistryError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let resp = self
+            .send(reqwest::Method::HEAD, &url, repo, MANIFEST_TYPES, budget)
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound(format!(
+                    "manifest {repo}:{reference} not found in {}",
+                    self.host
+                )));
+            }
+            s => return Err(self.unexpected(s, &url)),
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_string())
+        };
+        let media_type = header("content-type").unwrap_or_default();
+        match header("docker-content-digest").filter(|d| is_sha256_digest(d)) {
+            Some(d) => {
+                if is_sha256_digest(reference) && d != reference {
+                    return Err(RegistryError::DigestMismatch(format!(
+                        "registry {} announced {d} for {repo}@{reference}",
+                        self.host
+                    )));
+                }
+                Ok((d, media_type))
+            }
+            None => {
+                let m = self.manifest(repo, reference, budget).await?;
+                Ok((m.digest, m.media_type))
+            }
+        }
+    }
+
+    /// Fetches a manifest (bounded by `maxManifestBytes`) and checks its hash: against the
+    /// digest when fetched by digest, against the announced `Docker-Content-Digest` when
+    /// fetched by tag.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        budget: Instant,
+    ) -> Result<Manifest, RegistryError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let resp = self
+            .send(reqwest::Method::GET, &url, repo, MANIFEST_TYPES, budget)
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound(format!(
+                    "manifest {repo}:{reference} not found in {}",
+                    self.host
+                )));
+            }
+            s => return Err(self.unexpected(s, &url)),
+        }
+        let headers = resp.headers().clone();
+        let media_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = self
+            .read_bounded(resp, self.limits.max_manifest_bytes, "manifest", budget)
+            .await?;
+        let actual = sha256_digest(&bytes);
+        let expected = if is_sha256_digest(reference) {
+            Some(reference.to_string())
+        } else {
+            headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .filter(|d| is_sha256_digest(d))
+                .map(str::to_string)
+        };
+        if let Some(e) = expected.filter(|e| *e != actual) {
+            return Err(RegistryError::DigestMismatch(format!(
+                "manifest {repo}:{reference} from {} hashes to {actual}, not {e}",
+                self.host
+            )));
+        }
+        Ok(Manifest {
+            digest: actual,
+            media_type,
+            bytes,
+        })
+    }
+
+    /// Fetches a blob (bounded by `max`) and checks that it hashes to `digest`.
+    pub async fn blob(
+        &self,
+        repo: &str,
+        digest_ref: &str,
+        max: usize,
+        budget: Instant,
+    ) -> Result<Bytes, RegistryError> {
+        if !is_sha256_digest(digest_ref) {
+            return Err(RegistryError::Protocol(format!(
+                "blob digest {digest_ref:?} is not a sha256 digest"
+            )));
+        }
+        let url = format!("{}/v2/{repo}/blobs/{digest_ref}", self.base);
+        let resp = self
+            .send(reqwest::Method::GET, &url, repo, "*/*", budget)
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound(format!(
+                    "blob {digest_ref} not found in {}/{repo}",
+                    self.host
+                )));
+            }
+            s => return Err(self.unexpected(s, &url)),
+        }
+        let bytes = self
+            .read_bounded(resp, max.min(self.limits.max_blob_bytes), "blob", budget)
+            .await?;
+        let actual = sha256_digest(&bytes);
+        if actual != digest_ref {
+            return Err(RegistryError::DigestMismatch(format!(
+                "blob {digest_ref} from {}/{repo} hashes to {actual}",
+                self.host
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn unexpected(&self, status: StatusCode, url: &str) -> RegistryError {
+        if status.is_redirection() {
+            RegistryError::Protocol(format!(
+                "registry {} redirected {url} to a host that is not configured",
+                self.host
+            ))
+        } else {
+            RegistryError::Protocol(format!(
+                "registry {} answered {status} for {url}",
+                self.host
+            ))
+        }
+    }
+
+    async fn read_bounded(
+        &self,
+        mut resp: reqwest::Response,
+        max: usize,
+        what: &str,
+        budget: Instant,
+    ) -> Result<Bytes, RegistryError> {
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(RegistryError::Protocol(format!(
+                "{what} from {} is larger than the {max}-byte limit",
+                self.host
+            )));
+        }
+        let mut body = Vec::new();
+        let read = async {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(&e))? {
+                if body.len() + chunk.len() > max {
+                    return Err(RegistryError::Protocol(format!(
+                        "{what} from {} is larger than the {max}-byte limit",
+                        self.host
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout_at(budget, read).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(RegistryError::Transient(format!(
+                    "registry {} did not send the {what} in time",
+                    self.host
+                )));
+            }
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// One request with authentication, the concurrency cap and retries: 401 once through
+    /// the token flow, 429 after `Retry-After`, 5xx and connection failures with jittered
+    /// backoff — each only while `budget` allows.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        repo: &str,
+        accept: &str,
+        budget: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let scope = format!("repository:{repo}:pull");
+        let mut authenticated_retry = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let permit = tokio::time::timeout_at(budget, self.permits.acquire())
+                .await
+                .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
+                .map_err(|_| RegistryError::Transient("registry client closed".into()))?;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, accept);
+            if let Some(token) = self.tokens.get(&scope) {
+                req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+            } else if let Some(c) = &self.credentials {
+                req = req.header(AUTHORIZATION, auth::basic_header(c));
+            }
+            let result = tokio::time::timeout_at(budget, req.send()).await;
+            drop(permit);
+            let resp = match result {
+                Err(_) => return Err(self.out_of_budget("waiting for an answer")),
+                Ok(Err(e)) => {
+                    let err = self.classify(&e);
+                    if matches!(err, RegistryError::Transient(_))
+                        && self.backoff(attempt, None, budget).await
+                    {
+                        continue;
+                    }
+                    return Err(err);
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !authenticated_retry {
+                authenticated_retry = true;
+                if self.authenticate(resp.headers(), &scope, budget).await? {
+                    continue;
+                }
+                return Err(self.rejected(status));
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(self.rejected(status));
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                let retry_after = retry_after(resp.headers());
+                if self.backoff(attempt, retry_after, budget).await {
+                    continue;
+                }
+                return Err(RegistryError::Transient(format!(
+                    "registry {} answered {status} and the retry budget is spent",
+                    self.host
+                )));
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn rejected(&self, status: StatusCode) -> RegistryError {
+        let who = match &self.credentials {
+            Some(c) => format!("the credentials of user {:?}", c.username),
+            None => "anonymous access".to_string(),
+        };
+        RegistryError::Auth(format!("registry {} rejected {who} ({status})", self.host))
+    }
+
+    fn out_of_budget(&self, doing: &str) -> RegistryError {
+        RegistryError::Transient(format!(
+            "registry {} did not answer within the verification budget ({doing})",
+            self.host
+        ))
+    }
+
+    /// Handles a 401 challenge; `true` when a retry with new credentials makes sense.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        scope: &str,
+        budget: Instant,
+    ) -> Result<bool, RegistryError> {
+        let challenge = headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_challenge);
+        match challenge {
+            // Basic credentials were already sent (if any): a second try cannot help.
+            Some(Challenge::Basic) | None => Ok(false),
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenge_scope,
+            }) => {
+                let realm_url = reqwest::Url::parse(&realm).map_err(|e| {
+                    RegistryError::Protocol(format!(
+                        "registry {} sent token realm {realm:?}: {e}",
+                        self.host
+                    ))
+                })?;
+                // The token service may live on another host (auth.docker.io, ghcr.io/token),
+                // but only over HTTPS unless it is the registry host itself.
+                if realm_url.scheme() != "https"
+                    && host_port(&realm_url) != host_port_of(&self.base)
+                {
+                    return Err(RegistryError::Protocol(format!(
+                        "registry {} sent a token realm over plain HTTP on another host: {realm}",
+                        self.host
+                    )));
+                }
+                let mut token_url = realm_url;
+                {
+                    let mut q = token_url.query_pairs_mut();
+                    q.append_pair(
+                        "scope",
+                        &challenge_scope.unwrap_or_else(|| scope.to_string()),
+                    );
+                    if let Some(s) = &service {
+                        q.append_pair("service", s);
+                    }
+                }
+                let mut req = self.http.get(token_url);
+                if let Some(c) = &self.credentials {
+                    req = req.header(AUTHORIZATION, auth::basic_header(c));
+                }
+                let resp = tokio::time::timeout_at(budget, req.send())
+                    .await
+                    .map_err(|_| self.out_of_budget("fetching a token"))?
+                    .map_err(|e| self.classify(&e))?;
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    return Err(self.rejected(status));
+                }
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(RegistryError::Transient(format!(
+                        "token service of {} answered {status}",
+                        self.host
+                    )));
+                }
+                if !status.is_success() {
+                    return Err(RegistryError::Protocol(format!(
+                        "token service of {} answered {status}",
+                        self.host
+                    )));
+                }
+                let body = self.read_bounded(resp, 64 * 1024, "token", budget).await?;
+                let (token, expires) = serde_json::from_slice::<TokenResponse>(&body)
+                    .ok()
+                    .and_then(TokenResponse::into_token)
+                    .ok_or_else(|| {
+                        RegistryError::Protocol(format!(
+                            "token service of {} sent no token",
+                            self.host
+                        ))
+                    })?;
+                self.tokens.put(scope, token, expires);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sleeps before a retry if the budget allows one; `false` when it does not.
+    async fn backoff(&self, attempt: u32, retry_after: Option<Duration>, budget: Instant) -> bool {
+        const MAX_ATTEMPTS: u32 = 4;
+        if attempt >= MAX_ATTEMPTS {
+            return false;
+        }
+        let wait = retry_after.unwrap_or_else(|| {
+            let base = Duration::from_millis(50) * 2u32.pow(attempt - 1);
+            base + jitter(base)
+        });
+        // Leave room for the retry itself to be answered.
+        if Instant::now() + wait + Duration::from_millis(50) >= budget {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// Sorts a reqwest error into the outcome classes.
+    fn classify(&self, e: &reqwest::Error) -> RegistryError {
+        if let Some(tls) = find_rustls_error(e) {
+            return RegistryError::Tls(format!("TLS with registry {} failed: {tls}", self.host));
+        }
+        if e.is_timeout() {
+            return RegistryError::Transient(format!("registry {} timed out", self.host));
+        }
+        if e.is_connect() {
+            return RegistryError::Transient(format!("registry {} is unreachable", self.host));
+        }
+        if e.is_body() || e.is_decode() {
+            return RegistryError::Transient(format!(
+                "registry {} broke off the response: {e}",
+                self.host
+            ));
+        }
+        RegistryError::Transient(format!("request to registry {} failed: {e}", self.host))
+    }
+}
+
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(r);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as "soon": one second).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().to_string();
+    match v.parse::<u64>() {
+        Ok(s) => Some(Duration::from_secs(s)),
+        Err(_) => Some(Duration::from_secs(1)),
+    }
+}
+
+/// Up to `base` of random extra delay, so replicas do not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        return Duration::ZERO;
+    }
+    base.mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX))
+}
+
+/// `host` or `host:port` of a URL (port only when explicit), lower case.
+fn host_port(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+fn host_port_of(base: &str) -> String {
+    reqwest::Url::parse(base)
+        .map(|u| host_port(&u))
+        .unwrap_or_default()
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let d = digest(&SHA256, bytes);
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in d.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(is_sha256_digest(&sha256_digest(b"x")));
+        assert!(!is_sha256_digest("sha256:ABC"));
+        assert!(!is_sha256_digest("sha512:00"));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, "3".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn jitter_stays_within_base() {
+        for _ in 0..100 {
+            assert!(jitter(Duration::from_millis(100)) <= Duration::from_millis(100));
+        }
+    }
+}
