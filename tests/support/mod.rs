@@ -22,6 +22,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 use vouch::config::Config;
 
+pub mod registry;
+
 /// Every network step of a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
