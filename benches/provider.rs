@@ -1,4 +1,5 @@
-//! Provider benchmark: start-up time and `/v1/verify` throughput over mTLS keep-alive.
+//! Provider benchmark: start-up time, `/v1/verify` throughput over mTLS keep-alive, and
+//! cold cosign verifications against a real `docker-registry` (round trips and latency).
 //!
 //! Runs the release `vouch serve` binary as a child process with a Gatekeeper-shaped PKI
 //! and drives it from this process over loopback, like Gatekeeper would. Prints one
@@ -13,6 +14,7 @@ mod support;
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
+use support::registry::{CosignKey, Pusher, Registry, push_cosign_signatures};
 use support::*;
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
@@ -98,6 +100,57 @@ async fn load(served: &Served, pki: &Pki, conns: usize, secs: f64) -> (f64, Vec<
     (rps, all)
 }
 
+/// Cold verifications of `n` distinct signed tags, one request each over one keep-alive
+/// connection. Returns (latencies in ms, registry round trips per verification).
+async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let key = CosignKey::generate();
+    let key_file = dir.join("bench.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("write key");
+    let repo = "acme/bench";
+    for i in 0..n {
+        let image = pusher.push_image(repo, &format!("v{i}")).await;
+        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
+        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
+    }
+    let config = dir.join("cosign.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+            host = registry.host,
+            key = key_file.display()
+        ),
+    )
+    .expect("write config");
+    let served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
+    wait_ready(served.ops).await;
+    let client = client_config(
+        &pki.server_ca.cert_pem,
+        Some(&pki.gatekeeper),
+        Versions::Tls13,
+    );
+    let mut conn = Conn::open(served.provider, client).await.expect("connect");
+    registry.settle_log().await;
+    let before = registry.access_log().len();
+    let mut lat = Vec::new();
+    for i in 0..n {
+        let key = format!("{}/{repo}:v{i}", registry.host);
+        let t = Instant::now();
+        let r = conn
+            .post("/v1/verify", provider_request(&[&key]))
+            .await
+            .expect("request");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let verified = &r.json()["response"]["items"][0]["value"]["verified"];
+        assert_eq!(verified, true, "{}", r.text());
+    }
+    registry.settle_log().await;
+    let trips = registry.requests_since(before).len() as f64 / n as f64;
+    (lat, trips)
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -149,5 +202,22 @@ fn main() {
             "bench: verify_allow_rps_ratio_c16_over_c1 {:.2} x",
             medians[1] / medians[0]
         );
+
+        if std::path::Path::new("/usr/bin/docker-registry").exists() {
+            let n = if secs < 1.0 { 5 } else { 50 };
+            let (mut lat, trips) = cold_cosign(dir.path(), &pki, n).await;
+            lat.sort_by(f64::total_cmp);
+            println!(
+                "bench: verify_cosign_cold_latency_p50 {:.3} ms",
+                percentile(&lat, 0.5)
+            );
+            println!(
+                "bench: verify_cosign_cold_latency_p99 {:.3} ms",
+                percentile(&lat, 0.99)
+            );
+            println!("bench: verify_cosign_cold_registry_round_trips {trips:.1} requests");
+        } else {
+            println!("bench: verify_cosign_cold skipped (no /usr/bin/docker-registry)");
+        }
     });
 }

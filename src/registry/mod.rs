@@ -512,13 +512,9 @@ impl RegistryClient {
                         self.host
                     ))
                 })?;
-                // The token service may live on another host (auth.docker.io, ghcr.io/token),
-                // but only over HTTPS unless it is the registry host itself.
-                if realm_url.scheme() != "https"
-                    && host_port(&realm_url) != host_port_of(&self.base)
-                {
+                if let Err(why) = realm_allowed(&realm_url, &self.base) {
                     return Err(RegistryError::Protocol(format!(
-                        "registry {} sent a token realm over plain HTTP on another host: {realm}",
+                        "registry {} sent token realm {realm}: {why}",
                         self.host
                     )));
                 }
@@ -661,6 +657,37 @@ fn host_port_of(base: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The token service may live on another host (auth.docker.io, ghcr.io/token), but then
+/// only over HTTPS and never at a loopback, link-local or unspecified address: a registry's
+/// challenge must not be a way to make vouch call into its own network.
+fn realm_allowed(realm: &reqwest::Url, registry_base: &str) -> Result<(), &'static str> {
+    use std::net::IpAddr;
+    if host_port(realm) == host_port_of(registry_base) {
+        return Ok(());
+    }
+    if realm.scheme() != "https" {
+        return Err("plain HTTP on another host");
+    }
+    let host = realm.host_str().unwrap_or_default();
+    if host.eq_ignore_ascii_case("localhost") {
+        return Err("loopback host");
+    }
+    let internal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| match ip {
+            IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        });
+    if internal {
+        return Err("loopback, link-local or unspecified address");
+    }
+    Ok(())
+}
+
 pub fn sha256_digest(bytes: &[u8]) -> String {
     let d = digest(&SHA256, bytes);
     let mut s = String::with_capacity(71);
@@ -702,6 +729,23 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
         );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn token_realms() {
+        let u = |s: &str| reqwest::Url::parse(s).expect("url");
+        let base = "http://127.0.0.1:5000";
+        assert!(
+            realm_allowed(&u("http://127.0.0.1:5000/token"), base).is_ok(),
+            "same host"
+        );
+        assert!(realm_allowed(&u("https://auth.docker.io/token"), base).is_ok());
+        assert!(realm_allowed(&u("http://auth.docker.io/token"), base).is_err());
+        assert!(realm_allowed(&u("https://127.0.0.1:9999/token"), base).is_err());
+        assert!(realm_allowed(&u("https://169.254.169.254/latest"), base).is_err());
+        assert!(realm_allowed(&u("https://[::1]/t"), base).is_err());
+        assert!(realm_allowed(&u("https://[fe80::1]/t"), base).is_err());
+        assert!(realm_allowed(&u("https://localhost/t"), base).is_err());
     }
 
     #[test]
