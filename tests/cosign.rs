@@ -361,3 +361,41 @@ async fn a_cold_verification_takes_few_round_trips() {
     assert!(trips.len() <= 4, "{trips:#?}");
     assert_eq!(trips.len(), 3, "{trips:#?}");
 }
+
+#[tokio::test]
+async fn registry_tls_is_verified_against_the_configured_roots() {
+    // A registry serving a certificate from a CA vouch does not know.
+    let ca = Ca::new("registry test CA", false, None);
+    let leaf = ca.issue(LeafSpec::server());
+    let registry = Registry::start_tls(&leaf.cert_pem, &leaf.key_pem);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("k.pub");
+    std::fs::write(&key_file, CosignKey::generate().public_pem()).expect("key");
+    let policy = |extra: &str| {
+        format!(
+            "registries:\n- host: {host}\n{extra}policies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+            host = registry.host,
+            key = key_file.display()
+        )
+    };
+    let key = format!("{}/acme/api:1", registry.host);
+
+    let untrusting = Vouch::start(&policy("")).await;
+    let r = untrusting.verify(&[&key]).await;
+    let err = r["response"]["items"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.starts_with("registry-tls: "), "{r}");
+
+    // With the registry's CA configured the TLS handshake succeeds and the (empty)
+    // registry answers: the image is not found.
+    let ca_file = dir.path().join("registry-ca.crt");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("ca");
+    let trusting = Vouch::start(&policy(&format!("  caFile: {}\n", ca_file.display()))).await;
+    let r = trusting.verify(&[&key]).await;
+    assert_eq!(
+        r["response"]["items"][0]["value"]["code"], "not-found",
+        "{r}"
+    );
+}

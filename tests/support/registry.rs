@@ -105,10 +105,20 @@ impl Registry {
         Registry::start_with(true)
     }
 
+    /// A registry serving HTTPS with the given PEM certificate and key (no auth). Only
+    /// for TLS tests: [`Pusher`] speaks plain HTTP.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Registry {
+        Registry::start_inner(false, Some((cert_pem, key_pem)))
+    }
+
     fn start_with(basic_auth: bool) -> Registry {
+        Registry::start_inner(basic_auth, None)
+    }
+
+    fn start_inner(basic_auth: bool, tls: Option<(&str, &str)>) -> Registry {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            let mut registry = Registry::spawn(free_port(), basic_auth);
+            let mut registry = Registry::spawn(free_port(), basic_auth, tls);
             if registry.wait_ready() {
                 return registry;
             }
@@ -118,7 +128,7 @@ impl Registry {
         panic!("docker-registry did not start in {START_ATTEMPTS} attempts:\n{last_log}");
     }
 
-    fn spawn(port: u16, basic_auth: bool) -> Registry {
+    fn spawn(port: u16, basic_auth: bool, tls: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().expect("registry tempdir");
         // JSON is YAML, and serde_json quotes the temp paths correctly.
         let mut config = json!({
@@ -134,6 +144,12 @@ impl Registry {
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
             config["auth"] = json!({"htpasswd": {"realm": "vouch-test", "path": htpasswd}});
+        }
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            std::fs::write(&cert_path, cert).expect("write registry cert");
+            std::fs::write(&key_path, key).expect("write registry key");
+            config["http"]["tls"] = json!({"certificate": cert_path, "key": key_path});
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config.to_string()).expect("write registry config");
@@ -164,7 +180,8 @@ impl Registry {
             if self.exited() {
                 return false;
             }
-            if matches!(probe(self.addr), Some(200 | 401)) {
+            // A TLS registry answers a plain-HTTP probe with 400: alive all the same.
+            if matches!(probe(self.addr), Some(200 | 400 | 401)) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
