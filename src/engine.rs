@@ -34,8 +34,6 @@ pub enum ErrorCode {
     NoPolicy,
     /// A claim key that is not a valid claim.
     InvalidClaim,
-    /// The policy asks for something this build cannot do.
-    Unsupported,
 }
 
 impl ErrorCode {
@@ -46,7 +44,6 @@ impl ErrorCode {
             ErrorCode::RegistryTls => "registry-tls",
             ErrorCode::NoPolicy => "no-policy",
             ErrorCode::InvalidClaim => "invalid-claim",
-            ErrorCode::Unsupported => "unsupported",
         }
     }
 }

@@ -64,6 +64,52 @@ pub struct FetchLimits {
     pub request_timeout: Duration,
 }
 
+/// How long a registry's support (or not) of the referrers API is remembered.
+pub const REFERRERS_MEMORY: Duration = Duration::from_secs(600);
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+}
+
+/// The part of an OCI index vouch reads.
+#[derive(serde::Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// Keeps descriptors of `artifact_type`; descriptors that do not say their type are kept
+/// too (the manifest itself is checked later).
+fn filter_artifacts(all: Vec<Descriptor>, artifact_type: &str) -> Vec<Descriptor> {
+    all.into_iter()
+        .filter(|d| {
+            d.artifact_type
+                .as_deref()
+                .is_none_or(|t| t == artifact_type)
+        })
+        .collect()
+}
+
+/// The `rel="next"` target of a `Link` header, made absolute against the registry's base
+/// URL; only same-host links are followed.
+fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let part = link
+        .split(',')
+        .find(|p| p.contains("rel=\"next\"") || p.contains("rel=next"))?;
+    let target = part.split_once('<')?.1.split_once('>')?.0.trim();
+    let base_url = reqwest::Url::parse(base).ok()?;
+    let url = base_url.join(target).ok()?;
+    (host_port(&url) == host_port(&base_url)).then(|| url.to_string())
+}
+
 /// A fetched manifest, hash-checked.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -134,6 +180,8 @@ pub struct RegistryClient {
     tokens: TokenCache,
     permits: Semaphore,
     limits: FetchLimits,
+    /// Whether the referrers API worked, and when that was learned.
+    referrers_api: std::sync::Mutex<Option<(bool, std::time::Instant)>>,
 }
 
 impl RegistryClient {
@@ -203,6 +251,7 @@ impl RegistryClient {
             tokens: TokenCache::default(),
             permits: Semaphore::new(rc.max_concurrency.max(1)),
             limits,
+            referrers_api: std::sync::Mutex::new(None),
         })
     }
 
@@ -217,7 +266,7 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
         budget: Instant,
-    ) -> Result<(String, String), RegistryError> {
+    ) -> Result<Descriptor, RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self
             .send(reqwest::Method::HEAD, &url, repo, MANIFEST_TYPES, budget)
@@ -239,21 +288,137 @@ impl RegistryClient {
                 .map(|s| s.trim().to_string())
         };
         let media_type = header("content-type").unwrap_or_default();
-        match header("docker-content-digest").filter(|d| is_sha256_digest(d)) {
-            Some(d) => {
+        let size = header("content-length").and_then(|n| n.parse::<u64>().ok());
+        match (
+            header("docker-content-digest").filter(|d| is_sha256_digest(d)),
+            size,
+        ) {
+            (Some(d), Some(size)) if !media_type.is_empty() => {
                 if is_sha256_digest(reference) && d != reference {
                     return Err(RegistryError::DigestMismatch(format!(
                         "registry {} announced {d} for {repo}@{reference}",
                         self.host
                     )));
                 }
-                Ok((d, media_type))
+                Ok(Descriptor {
+                    media_type,
+                    digest: d,
+                    size,
+                    artifact_type: None,
+                })
             }
-            None => {
+            // No usable headers: fetch the manifest and describe it ourselves.
+            _ => {
                 let m = self.manifest(repo, reference, budget).await?;
-                Ok((m.digest, m.media_type))
+                Ok(Descriptor {
+                    media_type: m.media_type,
+                    digest: m.digest,
+                    size: m.bytes.len() as u64,
+                    artifact_type: None,
+                })
             }
         }
+    }
+
+    /// Descriptors of the artifacts of `artifact_type` that refer to `digest`: through the
+    /// OCI 1.1 referrers API (following `Link` pages, filtering client-side when the
+    /// registry ignores the filter), or through the `sha256-<hex>` tag schema when the
+    /// registry has no referrers API. Which one works is remembered per registry for
+    /// [`REFERRERS_MEMORY`].
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &str,
+        artifact_type: &str,
+        budget: Instant,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let known = self.referrers_api.lock().ok().and_then(|m| *m);
+        let api_supported = match known {
+            Some((supported, since)) if since.elapsed() < REFERRERS_MEMORY => Some(supported),
+            _ => None,
+        };
+        if api_supported != Some(false) {
+            match self
+                .referrers_api_pages(repo, digest, artifact_type, budget)
+                .await?
+            {
+                Some(found) => {
+                    self.remember_referrers_api(true);
+                    return Ok(found);
+                }
+                None => self.remember_referrers_api(false),
+            }
+        }
+        let tag = digest.replacen(':', "-", 1);
+        let index = match self.manifest(repo, &tag, budget).await {
+            Ok(m) => m,
+            Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let parsed: Index = serde_json::from_slice(&index.bytes).map_err(|e| {
+            RegistryError::Protocol(format!(
+                "referrers tag {tag} in {}/{repo} is not an OCI index: {e}",
+                self.host
+            ))
+        })?;
+        Ok(filter_artifacts(parsed.manifests, artifact_type))
+    }
+
+    fn remember_referrers_api(&self, supported: bool) {
+        if let Ok(mut m) = self.referrers_api.lock() {
+            *m = Some((supported, std::time::Instant::now()));
+        }
+    }
+
+    /// `None` when the registry has no referrers API (404 on the endpoint).
+    async fn referrers_api_pages(
+        &self,
+        repo: &str,
+        digest: &str,
+        artifact_type: &str,
+        budget: Instant,
+    ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        const MAX_PAGES: usize = 16;
+        let mut url = format!(
+            "{}/v2/{repo}/referrers/{digest}?artifactType={}",
+            self.base,
+            artifact_type.replace('+', "%2B")
+        );
+        let mut found = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let resp = self
+                .send(reqwest::Method::GET, &url, repo, OCI_INDEX, budget)
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND if found.is_empty() => return Ok(None),
+                s => return Err(self.unexpected(s, &url)),
+            }
+            let next = next_link(resp.headers(), &self.base);
+            let body = self
+                .read_bounded(
+                    resp,
+                    self.limits.max_manifest_bytes,
+                    "referrers index",
+                    budget,
+                )
+                .await?;
+            let parsed: Index = serde_json::from_slice(&body).map_err(|e| {
+                RegistryError::Protocol(format!(
+                    "referrers of {digest} in {}/{repo} are not an OCI index: {e}",
+                    self.host
+                ))
+            })?;
+            found.extend(filter_artifacts(parsed.manifests, artifact_type));
+            match next {
+                Some(n) => url = n,
+                None => return Ok(Some(found)),
+            }
+        }
+        Err(RegistryError::Protocol(format!(
+            "referrers of {digest} in {}/{repo} span more than {MAX_PAGES} pages",
+            self.host
+        )))
     }
 
     /// Fetches a manifest (bounded by `maxManifestBytes`) and checks its hash: against the
@@ -731,6 +896,32 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
         );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn link_headers() {
+        let mut h = HeaderMap::new();
+        let base = "http://r.io:5000";
+        assert_eq!(next_link(&h, base), None);
+        h.insert(
+            reqwest::header::LINK,
+            "</v2/a/referrers/sha256:x?n=1&last=y>; rel=\"next\""
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            next_link(&h, base).as_deref(),
+            Some("http://r.io:5000/v2/a/referrers/sha256:x?n=1&last=y")
+        );
+        h.insert(
+            reqwest::header::LINK,
+            "<http://evil.io/x>; rel=\"next\"".parse().expect("header"),
+        );
+        assert_eq!(
+            next_link(&h, base),
+            None,
+            "links to other hosts are not followed"
+        );
     }
 
     #[test]

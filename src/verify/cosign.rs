@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
-use super::{SignatureReport, VerdictCode};
+use super::{Checked, VerdictCode};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -140,32 +140,8 @@ pub struct Candidate {
     pub signature_b64: Option<String>,
 }
 
-/// The result of checking one signature against one verifier's keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    pub report: SignatureReport,
-    /// `None` when the signature vouches for the image.
-    pub failure: Option<VerdictCode>,
-}
-
-impl Checked {
-    fn fail(signer: &str, code: VerdictCode, detail: String) -> Checked {
-        Checked {
-            report: SignatureReport {
-                format: "cosign".into(),
-                verified: false,
-                signer: signer.to_string(),
-                detail,
-            },
-            failure: Some(code),
-        }
-    }
-
-    /// A signature layer whose payload could not be used (e.g. it did not hash to its
-    /// digest).
-    pub fn unusable(code: VerdictCode, detail: String) -> Checked {
-        Checked::fail("", code, detail)
-    }
+fn fail(signer: &str, code: VerdictCode, detail: impl Into<String>) -> Checked {
+    Checked::failed("cosign", signer, code, detail)
 }
 
 #[derive(Deserialize)]
@@ -189,7 +165,7 @@ struct PayloadImage {
 /// Checks one signature against `keys` for the image `image_digest`.
 pub fn check(c: &Candidate, keys: &[PublicKey], image_digest: &str) -> Checked {
     let Some(b64) = c.signature_b64.as_deref() else {
-        return Checked::fail(
+        return fail(
             "",
             VerdictCode::InvalidSignature,
             format!("signature layer has no {SIGNATURE_ANNOTATION} annotation"),
@@ -197,32 +173,24 @@ pub fn check(c: &Candidate, keys: &[PublicKey], image_digest: &str) -> Checked {
     };
     let compact: String = b64.chars().filter(|ch| !ch.is_ascii_whitespace()).collect();
     let Ok(sig) = B64.decode(compact) else {
-        return Checked::fail(
-            "",
-            VerdictCode::InvalidSignature,
-            "signature is not base64".into(),
-        );
+        return fail("", VerdictCode::InvalidSignature, "signature is not base64");
     };
     let Some(key) = keys.iter().find(|k| k.verifies(&c.payload, &sig)) else {
         return if plausible_signature(&sig) {
-            Checked::fail(
+            fail(
                 "",
                 VerdictCode::UntrustedSigner,
-                "signature does not verify with any trusted key".into(),
+                "signature does not verify with any trusted key",
             )
         } else {
-            Checked::fail(
-                "",
-                VerdictCode::InvalidSignature,
-                "signature is malformed".into(),
-            )
+            fail("", VerdictCode::InvalidSignature, "signature is malformed")
         };
     };
     let signer = format!("key:{}", key.name);
     let payload: Payload = match serde_json::from_slice(&c.payload) {
         Ok(p) => p,
         Err(e) => {
-            return Checked::fail(
+            return fail(
                 &signer,
                 VerdictCode::InvalidSignature,
                 format!("signed payload is not a cosign simple-signing document: {e}"),
@@ -230,7 +198,7 @@ pub fn check(c: &Candidate, keys: &[PublicKey], image_digest: &str) -> Checked {
         }
     };
     if payload.critical.kind != PAYLOAD_TYPE {
-        return Checked::fail(
+        return fail(
             &signer,
             VerdictCode::InvalidSignature,
             format!(
@@ -241,21 +209,13 @@ pub fn check(c: &Candidate, keys: &[PublicKey], image_digest: &str) -> Checked {
     }
     let named = payload.critical.image.docker_manifest_digest;
     if named != image_digest {
-        return Checked::fail(
+        return fail(
             &signer,
             VerdictCode::DigestMismatch,
             format!("signature is for {named}, not {image_digest}"),
         );
     }
-    Checked {
-        report: SignatureReport {
-            format: "cosign".into(),
-            verified: true,
-            signer,
-            detail: String::new(),
-        },
-        failure: None,
-    }
+    Checked::passed("cosign", signer, "")
 }
 
 /// Whether bytes have the shape of some signature (DER ECDSA, raw Ed25519, RSA). A
@@ -285,30 +245,9 @@ fn is_der_ecdsa(sig: &[u8]) -> bool {
     int(body).and_then(int).is_some_and(<[u8]>::is_empty)
 }
 
-/// The verdict over every signature checked: `Ok` if one vouches for the image, else the
-/// most telling failure (a signature from a trusted key for another digest, then a
-/// malformed signature, then an unattributable one).
+/// The verdict over every cosign signature checked (see [`super::signatures_verdict`]).
 pub fn verdict(checked: &[Checked]) -> Result<(), (VerdictCode, String)> {
-    if checked.is_empty() {
-        return Err((VerdictCode::Unsigned, "no cosign signature found".into()));
-    }
-    if checked.iter().any(|c| c.failure.is_none()) {
-        return Ok(());
-    }
-    let rank = |code: VerdictCode| match code {
-        VerdictCode::DigestMismatch => 0,
-        VerdictCode::InvalidSignature => 1,
-        VerdictCode::UntrustedSigner => 2,
-        _ => 3,
-    };
-    let worst = checked
-        .iter()
-        .filter_map(|c| c.failure.map(|f| (f, &c.report.detail)))
-        .min_by_key(|(f, _)| rank(*f));
-    match worst {
-        Some((code, detail)) => Err((code, format!("no valid cosign signature: {detail}"))),
-        None => Err((VerdictCode::Unsigned, "no cosign signature found".into())),
-    }
+    super::signatures_verdict("cosign", checked)
 }
 
 #[cfg(test)]
@@ -435,7 +374,7 @@ mod tests {
         );
         // Not base64, or absent.
         let c = Candidate {
-            signature_b64: Some("!!".into()),
+            signature_b64: Some("!!".to_string()),
             ..good.clone()
         };
         assert_eq!(
@@ -455,7 +394,7 @@ mod tests {
     #[test]
     fn verdict_ranks_failures() {
         assert_eq!(verdict(&[]).map_err(|e| e.0), Err(VerdictCode::Unsigned));
-        let f = |code| Checked::fail("", code, String::new());
+        let f = |code| fail("", code, "");
         let all = [
             f(VerdictCode::UntrustedSigner),
             f(VerdictCode::DigestMismatch),

@@ -7,9 +7,10 @@
 //! combine the verifiers' results by the policy's `require`.
 
 pub mod cosign;
+pub mod notation;
 mod report;
 
-pub use report::{Report, SignatureReport, VerdictCode};
+pub use report::{Checked, Report, SignatureReport, VerdictCode, signatures_verdict};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::config::{Action, Config, Require, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::policy::{Policy, PolicySet};
 use crate::reference::ImageRef;
-use crate::registry::{Registries, RegistryClient, RegistryError};
+use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -62,18 +63,19 @@ pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     }
 }
 
+/// A fetched signature, or why it could not be used.
+type Fetched<T> = Result<T, Checked>;
+
 /// A policy verifier with its trust material loaded.
 enum LoadedVerifier {
     Cosign(Vec<cosign::PublicKey>),
-    /// Notary Project signatures: not verified by this build.
-    Notation,
+    Notation(notation::NotationVerifier),
 }
 
 /// What one verifier concluded about one image.
 enum VerifierResult {
     Pass,
     Fail(VerdictCode, String),
-    Unsupported(String),
 }
 
 /// Why the engine could not be built from a config.
@@ -83,6 +85,11 @@ pub enum EngineError {
     Key {
         policy: String,
         source: cosign::KeyError,
+    },
+    #[error("policies[{policy}]: {source}")]
+    Trust {
+        policy: String,
+        source: notation::TrustError,
     },
     #[error(transparent)]
     Registry(#[from] crate::registry::BuildError),
@@ -135,7 +142,15 @@ impl VerifyEngine {
                             })?;
                         loaded.push(LoadedVerifier::Cosign(keys));
                     }
-                    Some(Verifier::Notation(_)) => loaded.push(LoadedVerifier::Notation),
+                    Some(Verifier::Notation(n)) => {
+                        let v = notation::NotationVerifier::load(n).map_err(|source| {
+                            EngineError::Trust {
+                                policy: p.name.clone(),
+                                source,
+                            }
+                        })?;
+                        loaded.push(LoadedVerifier::Notation(v));
+                    }
                     None => {}
                 }
             }
@@ -166,51 +181,61 @@ impl VerifyEngine {
             return Outcome::Transient(format!("no registry client for {}", image.registry()));
         };
         let target = image.digest().or(image.tag()).unwrap_or("latest");
-        let digest = match client.resolve(image.repository(), target, budget).await {
-            Ok((d, _media_type)) => d,
+        let subject = match client.resolve(image.repository(), target, budget).await {
+            Ok(d) => d,
             Err(e) => return registry_outcome(e, &reference, &policy.name, ""),
         };
+        let digest = subject.digest.clone();
         let verifiers = self
             .verifiers
             .get(&policy.name)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let needs_cosign = verifiers
-            .iter()
-            .any(|v| matches!(v, LoadedVerifier::Cosign(_)));
-        let candidates = if needs_cosign {
-            match self
-                .cosign_candidates(&client, image.repository(), &digest, budget)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return registry_outcome(e, &reference, &policy.name, &digest),
-            }
-        } else {
-            Vec::new()
+        let fetched = self
+            .fetch_signatures(&client, image.repository(), &subject, verifiers, budget)
+            .await;
+        let (cosign_sigs, notation_sigs) = match fetched {
+            Ok(f) => f,
+            Err(e) => return registry_outcome(e, &reference, &policy.name, &digest),
+        };
+        let now = std::time::SystemTime::now();
+        let target = notation::Target {
+            digest: subject.digest.clone(),
+            media_type: subject.media_type.clone(),
+            size: subject.size,
         };
         let mut signatures = Vec::new();
         let mut results = Vec::new();
         for v in verifiers {
-            match v {
-                LoadedVerifier::Cosign(keys) => {
-                    let checked: Vec<cosign::Checked> = candidates
+            let (format, checked): (&str, Vec<Checked>) = match v {
+                LoadedVerifier::Cosign(keys) => (
+                    "cosign",
+                    cosign_sigs
                         .iter()
                         .map(|c| match c {
                             Ok(c) => cosign::check(c, keys, &digest),
                             Err(unusable) => unusable.clone(),
                         })
-                        .collect();
-                    signatures.extend(checked.iter().map(|c| c.report.clone()));
-                    results.push(match cosign::verdict(&checked) {
-                        Ok(()) => VerifierResult::Pass,
-                        Err((code, reason)) => VerifierResult::Fail(code, reason),
-                    });
-                }
-                LoadedVerifier::Notation => results.push(VerifierResult::Unsupported(
-                    "Notary Project signatures are not verified by this build".into(),
-                )),
-            }
+                        .collect(),
+                ),
+                LoadedVerifier::Notation(trust) => (
+                    "notation",
+                    notation_sigs
+                        .iter()
+                        .map(|c| match c {
+                            Ok((media_type, envelope)) => {
+                                notation::check(media_type, envelope, trust, &target, now)
+                            }
+                            Err(unusable) => unusable.clone(),
+                        })
+                        .collect(),
+                ),
+            };
+            signatures.extend(checked.iter().map(|c| c.report.clone()));
+            results.push(match signatures_verdict(format, &checked) {
+                Ok(()) => VerifierResult::Pass,
+                Err((code, reason)) => VerifierResult::Fail(code, reason),
+            });
         }
         let mut report = Report::failed(
             &reference,
@@ -224,21 +249,122 @@ impl VerifyEngine {
             Ok(()) => {
                 report.verified = true;
                 report.code = VerdictCode::None;
-                Outcome::Value(report.to_value())
             }
-            Err(VerifierResult::Fail(code, reason)) => {
+            Err((code, reason)) => {
                 report.code = code;
                 report.reason = reason;
-                Outcome::Value(report.to_value())
-            }
-            Err(VerifierResult::Unsupported(why)) => Outcome::Error(KeyError::new(
-                ErrorCode::Unsupported,
-                format!("policy {:?}: {why}", policy.name),
-            )),
-            Err(VerifierResult::Pass) => {
-                Outcome::Transient("internal: inconsistent verifier result".into())
             }
         }
+        Outcome::Value(report.to_value())
+    }
+
+    /// Fetches the signatures the policy's verifiers need: cosign signature layers and
+    /// Notary Project envelopes.
+    async fn fetch_signatures(
+        &self,
+        client: &RegistryClient,
+        repo: &str,
+        subject: &Descriptor,
+        verifiers: &[LoadedVerifier],
+        budget: Instant,
+    ) -> Result<
+        (
+            Vec<Fetched<cosign::Candidate>>,
+            Vec<Fetched<(String, Vec<u8>)>>,
+        ),
+        RegistryError,
+    > {
+        let wants = |f: fn(&LoadedVerifier) -> bool| verifiers.iter().any(f);
+        let cosign = if wants(|v| matches!(v, LoadedVerifier::Cosign(_))) {
+            self.cosign_candidates(client, repo, &subject.digest, budget)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let notation = if wants(|v| matches!(v, LoadedVerifier::Notation(_))) {
+            self.notation_envelopes(client, repo, subject, budget)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok((cosign, notation))
+    }
+
+    /// The Notary Project envelopes that refer to `subject`, found through the referrers
+    /// API or its tag schema; each signature manifest is checked for shape (one envelope
+    /// layer, `subject` = the image) before its envelope is fetched.
+    async fn notation_envelopes(
+        &self,
+        client: &RegistryClient,
+        repo: &str,
+        subject: &Descriptor,
+        budget: Instant,
+    ) -> Result<Vec<Fetched<(String, Vec<u8>)>>, RegistryError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct SigManifest {
+            artifact_type: Option<String>,
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+            subject: Option<Descriptor>,
+        }
+        let unusable = |why: String, code| Err(Checked::failed("notation", "", code, why));
+        let found = client
+            .referrers(repo, &subject.digest, notation::ARTIFACT_TYPE, budget)
+            .await?;
+        let mut out = Vec::new();
+        for d in found.into_iter().take(self.max_signatures) {
+            let m = client.manifest(repo, &d.digest, budget).await?;
+            let Ok(sig) = serde_json::from_slice::<SigManifest>(&m.bytes) else {
+                out.push(unusable(
+                    format!("signature manifest {} is not an OCI manifest", d.digest),
+                    VerdictCode::InvalidSignature,
+                ));
+                continue;
+            };
+            let is_notary = sig.artifact_type.as_deref() == Some(notation::ARTIFACT_TYPE)
+                || sig.config.as_ref().map(|c| c.media_type.as_str())
+                    == Some(notation::ARTIFACT_TYPE);
+            if !is_notary {
+                continue;
+            }
+            if sig.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject.digest.as_str()) {
+                out.push(unusable(
+                    format!("signature manifest {} has another subject", d.digest),
+                    VerdictCode::DigestMismatch,
+                ));
+                continue;
+            }
+            let [layer] = sig.layers.as_slice() else {
+                out.push(unusable(
+                    format!(
+                        "signature manifest {} must have exactly one layer",
+                        d.digest
+                    ),
+                    VerdictCode::InvalidSignature,
+                ));
+                continue;
+            };
+            if layer.media_type != notation::JWS && layer.media_type != notation::COSE {
+                out.push(unusable(
+                    format!("envelope type {:?} is not supported", layer.media_type),
+                    VerdictCode::InvalidSignature,
+                ));
+                continue;
+            }
+            match client
+                .blob(repo, &layer.digest, self.max_signature_bytes, budget)
+                .await
+            {
+                Ok(b) => out.push(Ok((layer.media_type.clone(), b.to_vec()))),
+                Err(RegistryError::DigestMismatch(why)) => {
+                    out.push(unusable(why, VerdictCode::DigestMismatch))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// The cosign signature layers of `digest`, each with its payload fetched and checked
@@ -250,7 +376,7 @@ impl VerifyEngine {
         repo: &str,
         digest: &str,
         budget: Instant,
-    ) -> Result<Vec<Result<cosign::Candidate, cosign::Checked>>, RegistryError> {
+    ) -> Result<Vec<Fetched<cosign::Candidate>>, RegistryError> {
         let manifest = match client
             .manifest(repo, &cosign::signature_tag(digest), budget)
             .await
@@ -281,9 +407,12 @@ impl VerifyEngine {
                     payload: bytes.to_vec(),
                     signature_b64: layer.annotations.get(cosign::SIGNATURE_ANNOTATION).cloned(),
                 }),
-                Err(RegistryError::DigestMismatch(why)) => {
-                    Err(cosign::Checked::unusable(VerdictCode::DigestMismatch, why))
-                }
+                Err(RegistryError::DigestMismatch(why)) => Err(Checked::failed(
+                    "cosign",
+                    "",
+                    VerdictCode::DigestMismatch,
+                    why,
+                )),
                 Err(e) => return Err(e),
             });
         }
@@ -291,44 +420,24 @@ impl VerifyEngine {
     }
 }
 
-/// `require: any` passes when one verifier passes; `all` when every one does. A verifier
-/// this build cannot run makes the result an error only when the outcome depends on it.
-fn combine(require: Require, results: Vec<VerifierResult>) -> Result<(), VerifierResult> {
+/// `require: any` passes when one verifier passes (else the first failure); `all` when
+/// every one does (else the first failure). No verifier never passes.
+fn combine(require: Require, results: Vec<VerifierResult>) -> Result<(), (VerdictCode, String)> {
     let passed = |r: &VerifierResult| matches!(r, VerifierResult::Pass);
-    match require {
-        Require::Any if results.iter().any(passed) => Ok(()),
-        Require::All if !results.is_empty() && results.iter().all(passed) => Ok(()),
-        Require::Any => {
-            let mut fail = None;
-            for r in results {
-                match r {
-                    VerifierResult::Unsupported(_) => return Err(r),
-                    VerifierResult::Fail(..) if fail.is_none() => fail = Some(r),
-                    _ => {}
-                }
-            }
-            Err(fail.unwrap_or(VerifierResult::Fail(
-                VerdictCode::Unsigned,
-                "no verifier".into(),
-            )))
-        }
-        Require::All => {
-            let mut unsupported = None;
-            for r in results {
-                match r {
-                    VerifierResult::Fail(..) => return Err(r),
-                    VerifierResult::Unsupported(_) if unsupported.is_none() => {
-                        unsupported = Some(r)
-                    }
-                    _ => {}
-                }
-            }
-            Err(unsupported.unwrap_or(VerifierResult::Fail(
-                VerdictCode::Unsigned,
-                "no verifier".into(),
-            )))
-        }
+    let ok = match require {
+        Require::Any => results.iter().any(passed),
+        Require::All => !results.is_empty() && results.iter().all(passed),
+    };
+    if ok {
+        return Ok(());
     }
+    Err(results
+        .into_iter()
+        .find_map(|r| match r {
+            VerifierResult::Fail(code, reason) => Some((code, reason)),
+            VerifierResult::Pass => None,
+        })
+        .unwrap_or((VerdictCode::Unsigned, "the policy has no verifier".into())))
 }
 
 /// Maps a registry failure to its outcome class (SPEC §1).
@@ -425,39 +534,24 @@ mod tests {
     fn pass() -> VerifierResult {
         VerifierResult::Pass
     }
-    fn fail() -> VerifierResult {
-        VerifierResult::Fail(VerdictCode::UntrustedSigner, "x".into())
-    }
-    fn unsupported() -> VerifierResult {
-        VerifierResult::Unsupported("x".into())
+    fn fail(code: VerdictCode) -> VerifierResult {
+        VerifierResult::Fail(code, "x".into())
     }
 
     #[test]
     fn require_any_and_all() {
         use Require::{All, Any};
-        assert!(combine(Any, vec![fail(), pass()]).is_ok());
-        assert!(combine(Any, vec![unsupported(), pass()]).is_ok());
-        assert!(matches!(
-            combine(Any, vec![fail(), unsupported()]),
-            Err(VerifierResult::Unsupported(_))
-        ));
-        assert!(matches!(
-            combine(Any, vec![fail()]),
-            Err(VerifierResult::Fail(VerdictCode::UntrustedSigner, _))
-        ));
+        use VerdictCode::{Expired, UntrustedSigner};
+        assert!(combine(Any, vec![fail(UntrustedSigner), pass()]).is_ok());
+        assert_eq!(
+            combine(Any, vec![fail(UntrustedSigner)]).map_err(|e| e.0),
+            Err(UntrustedSigner)
+        );
         assert!(combine(All, vec![pass(), pass()]).is_ok());
-        assert!(matches!(
-            combine(All, vec![pass(), fail()]),
-            Err(VerifierResult::Fail(..))
-        ));
-        assert!(matches!(
-            combine(All, vec![unsupported(), fail()]),
-            Err(VerifierResult::Fail(..))
-        ));
-        assert!(matches!(
-            combine(All, vec![pass(), unsupported()]),
-            Err(VerifierResult::Unsupported(_))
-        ));
+        assert_eq!(
+            combine(All, vec![pass(), fail(Expired)]).map_err(|e| e.0),
+            Err(Expired)
+        );
         assert!(combine(All, vec![]).is_err(), "no verifier never verifies");
         assert!(combine(Any, vec![]).is_err(), "no verifier never verifies");
     }

@@ -82,6 +82,74 @@ impl Report {
     }
 }
 
+/// The result of checking one signature against one verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub report: SignatureReport,
+    /// `None` when the signature vouches for the image.
+    pub failure: Option<VerdictCode>,
+}
+
+impl Checked {
+    pub fn passed(format: &str, signer: String, detail: impl Into<String>) -> Checked {
+        Checked {
+            report: SignatureReport {
+                format: format.to_string(),
+                verified: true,
+                signer,
+                detail: detail.into(),
+            },
+            failure: None,
+        }
+    }
+
+    pub fn failed(
+        format: &str,
+        signer: &str,
+        code: VerdictCode,
+        detail: impl Into<String>,
+    ) -> Checked {
+        Checked {
+            report: SignatureReport {
+                format: format.to_string(),
+                verified: false,
+                signer: signer.to_string(),
+                detail: detail.into(),
+            },
+            failure: Some(code),
+        }
+    }
+}
+
+/// The verdict of one verifier over every signature it checked: `Ok` if one vouches for the
+/// image, else the most telling failure — a trusted signature for another digest, then an
+/// expired one, then a malformed one, then an unattributable one; none at all → `unsigned`.
+pub fn signatures_verdict(format: &str, checked: &[Checked]) -> Result<(), (VerdictCode, String)> {
+    if checked.iter().any(|c| c.failure.is_none()) {
+        return Ok(());
+    }
+    let rank = |code: VerdictCode| match code {
+        VerdictCode::DigestMismatch => 0,
+        VerdictCode::Expired => 1,
+        VerdictCode::InvalidSignature => 2,
+        VerdictCode::UntrustedSigner => 3,
+        _ => 4,
+    };
+    checked
+        .iter()
+        .filter_map(|c| c.failure.map(|f| (f, &c.report.detail)))
+        .min_by_key(|(f, _)| rank(*f))
+        .map_or_else(
+            || {
+                Err((
+                    VerdictCode::Unsigned,
+                    format!("no {format} signature found"),
+                ))
+            },
+            |(code, detail)| Err((code, format!("no valid {format} signature: {detail}"))),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
