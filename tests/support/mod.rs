@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 use vouch::config::Config;
 
+pub mod layout;
 pub mod registry;
 
 /// Every network step of a test is bounded by this.
