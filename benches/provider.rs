@@ -14,6 +14,7 @@ mod support;
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
+use support::layout::{fixture, fixtures_dir, push_layout};
 use support::registry::{CosignKey, Pusher, Registry, push_cosign_signatures};
 use support::*;
 
@@ -100,28 +101,20 @@ async fn load(served: &Served, pki: &Pki, conns: usize, secs: f64) -> (f64, Vec<
     (rps, all)
 }
 
-/// Cold verifications of `n` distinct signed tags, one request each over one keep-alive
-/// connection. Returns (latencies in ms, registry round trips per verification).
-async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
-    let registry = Registry::start();
-    let pusher = Pusher::new(&registry);
-    let key = CosignKey::generate();
-    let key_file = dir.join("bench.pub");
-    std::fs::write(&key_file, key.public_pem()).expect("write key");
-    let repo = "acme/bench";
-    for i in 0..n {
-        let image = pusher.push_image(repo, &format!("v{i}")).await;
-        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
-        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
-    }
-    let config = dir.join("cosign.yaml");
+/// Runs vouch with `policy_yaml` (registries and policies) and verifies each key once, in
+/// order, over one keep-alive connection; every key must verify. Returns (latencies in ms,
+/// registry round trips per verification from the registry's access log).
+async fn cold_runs(
+    dir: &std::path::Path,
+    pki: &Pki,
+    registry: &Registry,
+    policy_yaml: &str,
+    keys: &[String],
+) -> (Vec<f64>, f64) {
+    let config = dir.join("cold.yaml");
     std::fs::write(
         &config,
-        format!(
-            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
-            host = registry.host,
-            key = key_file.display()
-        ),
+        format!("listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}}\n{policy_yaml}"),
     )
     .expect("write config");
     let served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
@@ -135,11 +128,10 @@ async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f
     registry.settle_log().await;
     let before = registry.access_log().len();
     let mut lat = Vec::new();
-    for i in 0..n {
-        let key = format!("{}/{repo}:v{i}", registry.host);
+    for key in keys {
         let t = Instant::now();
         let r = conn
-            .post("/v1/verify", provider_request(&[&key]))
+            .post("/v1/verify", provider_request(&[key]))
             .await
             .expect("request");
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -147,8 +139,50 @@ async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f
         assert_eq!(verified, true, "{}", r.text());
     }
     registry.settle_log().await;
-    let trips = registry.requests_since(before).len() as f64 / n as f64;
+    let trips = registry.requests_since(before).len() as f64 / keys.len() as f64;
     (lat, trips)
+}
+
+/// `n` distinct cosign-signed tags.
+async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let key = CosignKey::generate();
+    let key_file = dir.join("bench.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("write key");
+    let repo = "acme/bench";
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let image = pusher.push_image(repo, &format!("v{i}")).await;
+        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
+        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
+        keys.push(format!("{}/{repo}:v{i}", registry.host));
+    }
+    let policy = format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+        host = registry.host,
+        key = key_file.display()
+    );
+    cold_runs(dir, pki, &registry, &policy, &keys).await
+}
+
+/// The published notation e2e layout pushed to `n` repositories (tag-schema discovery).
+async fn cold_notation(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let layout = fixture("e2e-valid-signature");
+    let mut keys = Vec::new();
+    for i in 0..n {
+        push_layout(&pusher, &format!("notation/r{i}"), &layout).await;
+        keys.push(format!("{}/notation/r{i}:v1", registry.host));
+    }
+    let crt = fixtures_dir().join("notation-e2e/localkeys/e2e.crt");
+    let policy = format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: notary\n  scopes: [\"{host}/notation/*\"]\n  verifiers:\n  - notation: {{trustStore: [{crt}], trustedIdentities: [\"*\"]}}\n",
+        host = registry.host,
+        crt = crt.display()
+    );
+    cold_runs(dir, pki, &registry, &policy, &keys).await
 }
 
 fn main() {
@@ -216,6 +250,17 @@ fn main() {
                 percentile(&lat, 0.99)
             );
             println!("bench: verify_cosign_cold_registry_round_trips {trips:.1} requests");
+            let (mut lat, trips) = cold_notation(dir.path(), &pki, n).await;
+            lat.sort_by(f64::total_cmp);
+            println!(
+                "bench: verify_notation_cold_latency_p50 {:.3} ms",
+                percentile(&lat, 0.5)
+            );
+            println!(
+                "bench: verify_notation_cold_latency_p99 {:.3} ms",
+                percentile(&lat, 0.99)
+            );
+            println!("bench: verify_notation_cold_registry_round_trips {trips:.1} requests");
         } else {
             println!("bench: verify_cosign_cold skipped (no /usr/bin/docker-registry)");
         }
