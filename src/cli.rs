@@ -124,8 +124,8 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     result.map_err(|e| e.to_string())
 }
 
-async fn serve(config: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(config.as_deref()) {
+async fn serve(config_path: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vouch: {e}");
@@ -135,6 +135,7 @@ async fn serve(config: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> ExitCode
     let options = crate::app::Options {
         dev_ca_out,
         verify_engine: None,
+        config_path: config_path.clone(),
     };
     let running = match crate::app::start(config, options).await {
         Ok(r) => r,
@@ -169,7 +170,7 @@ async fn verify(
             return ExitCode::from(2);
         }
     };
-    let engine = match VerifyEngine::new(&config) {
+    let engine = match VerifyEngine::standalone(&config) {
         Ok(e) => Arc::new(e),
         Err(e) => {
             eprintln!("vouch: {e}");
@@ -273,7 +274,7 @@ fn digest_note(digest: &str) -> String {
 fn config_check(file: &Path) -> ExitCode {
     let loaded = Config::load_checked(file).and_then(|c| {
         // Key files must not only exist but parse.
-        VerifyEngine::new(&c)
+        VerifyEngine::standalone(&c)
             .map(|_| ())
             .map_err(|e| crate::config::ConfigError::Invalid {
                 origin: file.display().to_string(),

@@ -71,6 +71,12 @@ pub struct Config {
     /// Budget of one registry HTTP exchange (connection included); retries stay within
     /// `deadline` as a whole.
     pub registry_timeout: Dur,
+    /// How often the config file is re-read (it is also re-read on SIGHUP).
+    pub config_reload_interval: Dur,
+    /// Time one verification may take, registry retries included. Longer than `deadline`
+    /// on purpose: a verification still running when its request is answered continues in
+    /// the background, so Gatekeeper's retry finds the verdict in the cache.
+    pub verification_budget: Dur,
     pub server: ServerTuning,
     pub cache: CacheConfig,
     pub registries: Vec<RegistryConfig>,
@@ -88,6 +94,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             registry_timeout: Dur::secs(2),
+            config_reload_interval: Dur::secs(2),
+            verification_budget: Dur::secs(10),
             server: ServerTuning::default(),
             cache: CacheConfig::default(),
             registries: Vec::new(),
@@ -188,11 +196,18 @@ impl Default for ServerTuning {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CacheConfig {
+    /// Verdicts held at most (large reports count as several entries).
     pub max_entries: u64,
     pub verified_ttl: Dur,
     pub failed_ttl: Dur,
+    /// How old a tag → digest resolution may be.
     pub tag_ttl: Dur,
+    /// Shared tier for replicas (`redis://host:port/db`); empty: local cache only.
     pub redis_url: String,
+    /// Budget of one Redis call; a slower Redis is skipped, never waited for.
+    pub redis_timeout: Dur,
+    /// After a transient failure, a registry is not contacted for this long.
+    pub registry_backoff: Dur,
 }
 
 impl Default for CacheConfig {
@@ -203,6 +218,8 @@ impl Default for CacheConfig {
             failed_ttl: Dur::secs(30),
             tag_ttl: Dur::secs(30),
             redis_url: String::new(),
+            redis_timeout: Dur::ms(100),
+            registry_backoff: Dur::secs(2),
         }
     }
 }
@@ -545,6 +562,9 @@ impl Config {
             ("mutateDeadline", self.mutate_deadline),
             ("tls.reloadInterval", self.tls.reload_interval),
             ("registryTimeout", self.registry_timeout),
+            ("configReloadInterval", self.config_reload_interval),
+            ("verificationBudget", self.verification_budget),
+            ("cache.redisTimeout", self.cache.redis_timeout),
             ("server.handshakeTimeout", self.server.handshake_timeout),
             ("server.headerReadTimeout", self.server.header_read_timeout),
             ("server.idleTimeout", self.server.idle_timeout),

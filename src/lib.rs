@@ -20,6 +20,7 @@
 //!   turns signals into a graceful stop.
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod engine;

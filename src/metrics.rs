@@ -93,6 +93,45 @@ impl HandshakeFailure {
     }
 }
 
+/// Which cache an event is about, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    Verdict,
+    Tag,
+    /// The Redis tier.
+    Shared,
+}
+
+impl CacheKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheKind::Verdict => "verdict",
+            CacheKind::Tag => "tag",
+            CacheKind::Shared => "shared",
+        }
+    }
+}
+
+/// How a verification (one run of the verifiers for one digest) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationOutcome {
+    Verified,
+    Failed,
+    Error,
+    Transient,
+}
+
+impl VerificationOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            VerificationOutcome::Verified => "verified",
+            VerificationOutcome::Failed => "failed",
+            VerificationOutcome::Error => "error",
+            VerificationOutcome::Transient => "transient",
+        }
+    }
+}
+
 /// All metric families of the process.
 pub struct Metrics {
     registry: Registry,
@@ -103,6 +142,13 @@ pub struct Metrics {
     handshake_failures: IntCounterVec,
     tls_reloads: IntCounterVec,
     connections_open: IntGauge,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    cache_coalesced: IntCounterVec,
+    verifications: IntCounterVec,
+    registry_requests: IntCounterVec,
+    redis_errors: prometheus::IntCounter,
+    config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -164,8 +210,53 @@ impl Metrics {
         let connections_open =
             IntGauge::new("vouch_connections_open", "Provider connections open now.")
                 .expect("valid metric");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let cache_hits = counter(
+            "vouch_cache_hits_total",
+            "Cache lookups answered from the cache.",
+            &["cache"],
+        );
+        let cache_misses = counter(
+            "vouch_cache_misses_total",
+            "Cache lookups that computed the value.",
+            &["cache"],
+        );
+        let cache_coalesced = counter(
+            "vouch_cache_coalesced_total",
+            "Cache lookups that waited for another caller's computation of the same key.",
+            &["cache"],
+        );
+        let verifications = counter(
+            "vouch_verifications_total",
+            "Signature verifications run (one per digest and trust config), by outcome.",
+            &["outcome"],
+        );
+        let registry_requests = counter(
+            "vouch_registry_requests_total",
+            "HTTP requests to registries, by configured registry host and status class.",
+            &["registry", "status"],
+        );
+        let config_reloads = counter(
+            "vouch_config_reloads_total",
+            "Config reloads, by result.",
+            &["result"],
+        );
+        let redis_errors = prometheus::IntCounter::new(
+            "vouch_redis_errors_total",
+            "Failed or timed-out calls to the shared Redis tier.",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_misses.clone()),
+            Box::new(cache_coalesced.clone()),
+            Box::new(verifications.clone()),
+            Box::new(registry_requests.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(keys.clone()),
@@ -184,7 +275,51 @@ impl Metrics {
             handshake_failures,
             tls_reloads,
             connections_open,
+            cache_hits,
+            cache_misses,
+            cache_coalesced,
+            verifications,
+            registry_requests,
+            redis_errors,
+            config_reloads,
         }
+    }
+
+    /// `event` is `hit`, `miss` or `coalesced`.
+    pub fn cache_event(&self, cache: CacheKind, event: &str) {
+        let family = match event {
+            "hit" => &self.cache_hits,
+            "coalesced" => &self.cache_coalesced,
+            _ => &self.cache_misses,
+        };
+        family.with_label_values(&[cache.as_str()]).inc();
+    }
+
+    pub fn verification(&self, outcome: VerificationOutcome) {
+        self.verifications
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// `registry` is a configured host (only those get clients), so the label set is bounded.
+    pub fn registry_request(&self, registry: &str, status: Option<u16>) {
+        let class = match status {
+            Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(s / 100) - 1],
+            _ => "error",
+        };
+        self.registry_requests
+            .with_label_values(&[registry, class])
+            .inc();
+    }
+
+    pub fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
     }
 
     pub fn request_done(&self, endpoint: Endpoint, outcome: RequestOutcome, seconds: f64) {

@@ -21,9 +21,20 @@ struct Setup {
 
 fn verify_policy(registry: &Registry, key_file: &std::path::Path, extra: &str) -> String {
     format!(
-        "registryTimeout: 500ms\nregistries:\n- host: {host}\n  plainHttp: true\n{extra}policies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+        "registryTimeout: 500ms\n{top}registries:\n- host: {host}\n  plainHttp: true\n{entry}policies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
         host = registry.host,
         key = key_file.display(),
+        // Lines indented by two spaces belong to the registry entry, the others are top-level.
+        top = extra
+            .lines()
+            .filter(|l| !l.starts_with("  "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+        entry = extra
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
     )
 }
 
@@ -160,7 +171,10 @@ async fn corrupted_signature_bytes_are_an_invalid_signature() {
 
 #[tokio::test]
 async fn a_tag_moved_to_an_unsigned_digest_is_not_verified() {
-    let s = setup().await;
+    // Tag resolutions are cached for tagTtl; keep it short so the move is seen quickly.
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let s = setup_with(registry, pusher, "cache: {tagTtl: 200ms}\n").await;
     let signed = s.signed_image("acme/api", "1.0", &s.trusted).await;
     assert_eq!(
         s.verdict(&s.reference("acme/api", "1.0")).await["verified"],
@@ -168,6 +182,7 @@ async fn a_tag_moved_to_an_unsigned_digest_is_not_verified() {
     );
     let unsigned = s.pusher.push_image("acme/api", "other").await;
     s.pusher.tag("acme/api", "1.0", &unsigned).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let v = s.verdict(&s.reference("acme/api", "1.0")).await;
     assert_code(&v, "unsigned");
     assert_eq!(v["digest"], unsigned.digest.as_str());

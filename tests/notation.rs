@@ -164,13 +164,9 @@ async fn new_signatures_with_the_published_key() {
     let pusher = Pusher::new(&registry);
     let signer = NotarySigner::e2e();
     let repo = "notation/fresh";
-    let v = Vouch::start(&notation_policy(
-        &registry.host,
-        &[localkey("e2e.crt")],
-        E2E_IDENTITY,
-        true,
-    ))
-    .await;
+    // Failed verdicts are cached for failedTtl; each case re-asks right after signing.
+    let policy = notation_policy(&registry.host, &[localkey("e2e.crt")], E2E_IDENTITY, true);
+    let v = Vouch::start(&format!("cache: {{failedTtl: 1ms}}\n{policy}")).await;
     let now = "2026-01-01T00:00:00Z";
     let other = pusher.push_image(repo, "other").await;
     let other = Descriptor::of_manifest(&other.media_type, &other.manifest);
@@ -267,7 +263,8 @@ async fn the_referrers_api_path_with_pagination() {
 
 #[tokio::test]
 async fn a_cold_notation_verification_through_the_tag_schema_counts_its_round_trips() {
-    let (registry, _p) = registry_with_layouts(&["e2e-valid-signature"]).await;
+    let (registry, pusher) = registry_with_layouts(&["e2e-valid-signature"]).await;
+    push_layout(&pusher, "notation/copy", &fixture("e2e-valid-signature")).await;
     let v = Vouch::start(&notation_policy(
         &registry.host,
         &[localkey("e2e.crt")],
@@ -287,9 +284,10 @@ async fn a_cold_notation_verification_through_the_tag_schema_counts_its_round_tr
         first[1].uri.contains("/referrers/") && first[1].status == 404,
         "{first:#?}"
     );
-    // The registry's lack of a referrers API is remembered: one round trip fewer.
+    // Another image: the registry's lack of a referrers API is remembered, one trip fewer.
     let before = registry.access_log().len();
-    assert_eq!(value(&v, &key).await["verified"], true);
+    let copy = format!("{}/notation/copy:v1", registry.host);
+    assert_eq!(value(&v, &copy).await["verified"], true);
     registry.settle_log().await;
     let second = registry.requests_since(before);
     assert_eq!(second.len(), 4, "{second:#?}");
@@ -297,6 +295,11 @@ async fn a_cold_notation_verification_through_the_tag_schema_counts_its_round_tr
         second.iter().all(|l| !l.uri.contains("/referrers/")),
         "{second:#?}"
     );
+    // The same image again: answered from the caches.
+    let before = registry.access_log().len();
+    assert_eq!(value(&v, &key).await["verified"], true);
+    registry.settle_log().await;
+    assert_eq!(registry.requests_since(before).len(), 0);
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use self::auth::{Challenge, Credentials, TokenCache, TokenResponse};
 use crate::config::{Config, RegistryConfig};
+use crate::metrics::Metrics;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -134,7 +135,7 @@ pub struct BuildError {
 impl Registries {
     /// One client per host named by a policy scope, configured by its `registries` entry
     /// (or defaults: HTTPS, anonymous).
-    pub fn new(config: &Config) -> Result<Registries, BuildError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registries, BuildError> {
         let limits = FetchLimits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             max_blob_bytes: config.limits.max_signature_bytes,
@@ -156,7 +157,7 @@ impl Registries {
                     .find(|r| r.host.eq_ignore_ascii_case(&host))
                     .cloned()
                     .unwrap_or_else(|| RegistryConfig::defaults_for(&host));
-                let client = RegistryClient::new(&rc, limits.clone())?;
+                let client = RegistryClient::new(&rc, limits.clone(), metrics.clone())?;
                 clients.insert(host, Arc::new(client));
             }
         }
@@ -182,10 +183,15 @@ pub struct RegistryClient {
     limits: FetchLimits,
     /// Whether the referrers API worked, and when that was learned.
     referrers_api: std::sync::Mutex<Option<(bool, std::time::Instant)>>,
+    metrics: Arc<Metrics>,
 }
 
 impl RegistryClient {
-    pub fn new(rc: &RegistryConfig, limits: FetchLimits) -> Result<RegistryClient, BuildError> {
+    pub fn new(
+        rc: &RegistryConfig,
+        limits: FetchLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<RegistryClient, BuildError> {
         let host = rc.host.to_ascii_lowercase();
         let fail = |why: String| BuildError {
             host: host.clone(),
@@ -252,6 +258,7 @@ impl RegistryClient {
             permits: Semaphore::new(rc.max_concurrency.max(1)),
             limits,
             referrers_api: std::sync::Mutex::new(None),
+            metrics,
         })
     }
 
@@ -599,6 +606,11 @@ impl RegistryClient {
             }
             let result = tokio::time::timeout_at(budget, req.send()).await;
             drop(permit);
+            let status = match &result {
+                Ok(Ok(r)) => Some(r.status().as_u16()),
+                _ => None,
+            };
+            self.metrics.registry_request(&self.host, status);
             let resp = match result {
                 Err(_) => return Err(self.out_of_budget("waiting for an answer")),
                 Ok(Err(e)) => {

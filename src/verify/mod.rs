@@ -24,6 +24,11 @@ use crate::config::{Action, Config, Require, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::policy::{Policy, PolicySet};
 use crate::reference::ImageRef;
+use std::sync::Arc;
+
+use crate::cache::{CachedVerdict, Caches, TagKey, VerdictKey, ttl_for};
+use crate::config::CacheConfig;
+use crate::metrics::{Metrics, VerificationOutcome};
 use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
 
 /// What [`decide`] concluded without any I/O.
@@ -104,6 +109,13 @@ pub struct VerifyEngine {
     budget: Duration,
     max_signatures: usize,
     max_signature_bytes: usize,
+    caches: Arc<Caches>,
+    cache_config: CacheConfig,
+    /// Fingerprint of the trust config (policies, registries, key and certificate bytes):
+    /// part of every verdict key, so verdicts never outlive the config that made them, and
+    /// replicas with the same config share verdicts through Redis.
+    generation: u64,
+    metrics: Arc<Metrics>,
 }
 
 /// The parts of a signature manifest vouch reads.
@@ -123,8 +135,20 @@ struct Layer {
 }
 
 impl VerifyEngine {
-    /// Loads every policy's trust material and builds the registry clients.
-    pub fn new(config: &Config) -> Result<VerifyEngine, EngineError> {
+    /// An engine with its own caches and metrics (the command line, tests).
+    pub fn standalone(config: &Config) -> Result<VerifyEngine, EngineError> {
+        let metrics = Arc::new(Metrics::new());
+        let caches = Caches::new(&config.cache, metrics.clone());
+        VerifyEngine::new(config, caches, metrics)
+    }
+
+    /// Loads every policy's trust material and builds the registry clients. `caches` may be
+    /// shared with the engine this one replaces on a reload.
+    pub fn new(
+        config: &Config,
+        caches: Arc<Caches>,
+        metrics: Arc<Metrics>,
+    ) -> Result<VerifyEngine, EngineError> {
         let mut verifiers = HashMap::new();
         for p in &config.policies {
             let mut loaded = Vec::new();
@@ -159,11 +183,20 @@ impl VerifyEngine {
         Ok(VerifyEngine {
             policies: PolicySet::new(&config.policies),
             verifiers,
-            registries: Registries::new(config)?,
-            budget: config.deadline.get(),
+            registries: Registries::new(config, metrics.clone())?,
+            budget: config.verification_budget.get(),
             max_signatures: config.limits.max_signatures,
             max_signature_bytes: config.limits.max_signature_bytes,
+            caches,
+            cache_config: config.cache.clone(),
+            generation: generation(config),
+            metrics,
         })
+    }
+
+    /// The trust-config fingerprint verdict keys carry.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     async fn verify(&self, key: &str) -> Outcome {
@@ -176,15 +209,78 @@ impl VerifyEngine {
     async fn verify_image(&self, image: &ImageRef, policy: &Policy) -> Outcome {
         let budget = Instant::now() + self.budget;
         let reference = image.to_string();
-        let Some(client) = self.registries.get(image.registry()) else {
+        let host = image.registry();
+        let Some(client) = self.registries.get(host) else {
             // Scopes always name their host, so this is a wiring error, not an input error.
-            return Outcome::Transient(format!("no registry client for {}", image.registry()));
+            return Outcome::Transient(format!("no registry client for {host}"));
         };
-        let target = image.digest().or(image.tag()).unwrap_or("latest");
-        let subject = match client.resolve(image.repository(), target, budget).await {
+        if let Some(left) = self.caches.backing_off(host) {
+            return Outcome::Transient(format!(
+                "registry {host} failed moments ago; not contacted for another {} ms",
+                left.as_millis()
+            ));
+        }
+        let tag_key = TagKey {
+            registry: host.to_string(),
+            repository: image.repository().to_string(),
+            reference: image
+                .digest()
+                .or(image.tag())
+                .unwrap_or("latest")
+                .to_string(),
+        };
+        let resolved = self
+            .caches
+            .resolution(tag_key.clone(), async {
+                client
+                    .resolve(&tag_key.repository, &tag_key.reference, budget)
+                    .await
+            })
+            .await;
+        let subject = match resolved {
             Ok(d) => d,
-            Err(e) => return registry_outcome(e, &reference, &policy.name, ""),
+            Err(e) => {
+                let outcome = registry_outcome((*e).clone(), &reference, &policy.name, "");
+                if matches!(outcome, Outcome::Transient(_)) {
+                    self.caches.note_transient(host);
+                }
+                return outcome;
+            }
         };
+        let key = VerdictKey {
+            generation: self.generation,
+            policy: policy.name.clone(),
+            name: image.name(),
+            digest: subject.digest.clone(),
+        };
+        let verdict = self
+            .caches
+            .verdict(
+                key,
+                self.verify_digest(&client, image, policy, &subject, budget),
+            )
+            .await;
+        match verdict {
+            Ok(v) => {
+                let mut report = v.report.clone();
+                report.reference = reference;
+                Outcome::Value(report.to_value())
+            }
+            Err(outcome) => (*outcome).clone(),
+        }
+    }
+
+    /// Runs the policy's verifiers on one digest: a verdict to cache, or an outcome that is
+    /// not one (per-key error, transient failure).
+    async fn verify_digest(
+        &self,
+        client: &RegistryClient,
+        image: &ImageRef,
+        policy: &Policy,
+        subject: &Descriptor,
+        budget: Instant,
+    ) -> Result<CachedVerdict, Outcome> {
+        let reference = image.to_string();
         let digest = subject.digest.clone();
         let verifiers = self
             .verifiers
@@ -192,11 +288,14 @@ impl VerifyEngine {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let fetched = self
-            .fetch_signatures(&client, image.repository(), &subject, verifiers, budget)
+            .fetch_signatures(client, image.repository(), subject, verifiers, budget)
             .await;
         let (cosign_sigs, notation_sigs) = match fetched {
             Ok(f) => f,
-            Err(e) => return registry_outcome(e, &reference, &policy.name, &digest),
+            Err(e) => {
+                let outcome = registry_outcome(e, &reference, &policy.name, &digest);
+                return self.settle(image, outcome);
+            }
         };
         let now = std::time::SystemTime::now();
         let target = notation::Target {
@@ -204,7 +303,7 @@ impl VerifyEngine {
             media_type: subject.media_type.clone(),
             size: subject.size,
         };
-        let mut signatures = Vec::new();
+        let mut checked_all: Vec<Checked> = Vec::new();
         let mut results = Vec::new();
         for v in verifiers {
             let (format, checked): (&str, Vec<Checked>) = match v {
@@ -231,11 +330,11 @@ impl VerifyEngine {
                         .collect(),
                 ),
             };
-            signatures.extend(checked.iter().map(|c| c.report.clone()));
             results.push(match signatures_verdict(format, &checked) {
                 Ok(()) => VerifierResult::Pass,
                 Err((code, reason)) => VerifierResult::Fail(code, reason),
             });
+            checked_all.extend(checked);
         }
         let mut report = Report::failed(
             &reference,
@@ -244,7 +343,12 @@ impl VerifyEngine {
             String::new(),
         );
         report.digest = digest;
-        report.signatures = signatures;
+        report.signatures = checked_all.iter().map(|c| c.report.clone()).collect();
+        let valid_until = checked_all
+            .iter()
+            .filter(|c| c.failure.is_none())
+            .filter_map(|c| c.valid_until)
+            .min();
         match combine(policy.require, results) {
             Ok(()) => {
                 report.verified = true;
@@ -255,7 +359,42 @@ impl VerifyEngine {
                 report.reason = reason;
             }
         }
-        Outcome::Value(report.to_value())
+        self.metrics.verification(if report.verified {
+            VerificationOutcome::Verified
+        } else {
+            VerificationOutcome::Failed
+        });
+        let ttl = ttl_for(report.verified, valid_until, now, &self.cache_config);
+        Ok(CachedVerdict { report, ttl })
+    }
+
+    /// Sorts an outcome reached while fetching signatures: a verdict is cached like any
+    /// other (failed TTL), anything else is handed back uncached.
+    fn settle(&self, image: &ImageRef, outcome: Outcome) -> Result<CachedVerdict, Outcome> {
+        match outcome {
+            Outcome::Value(v) => match serde_json::from_value::<Report>(v.clone()) {
+                Ok(report) => {
+                    self.metrics.verification(VerificationOutcome::Failed);
+                    let ttl = ttl_for(
+                        report.verified,
+                        None,
+                        std::time::SystemTime::now(),
+                        &self.cache_config,
+                    );
+                    Ok(CachedVerdict { report, ttl })
+                }
+                Err(_) => Err(Outcome::Value(v)),
+            },
+            Outcome::Transient(why) => {
+                self.metrics.verification(VerificationOutcome::Transient);
+                self.caches.note_transient(image.registry());
+                Err(Outcome::Transient(why))
+            }
+            other => {
+                self.metrics.verification(VerificationOutcome::Error);
+                Err(other)
+            }
+        }
     }
 
     /// Fetches the signatures the policy's verifiers need: cosign signature layers and
@@ -418,6 +557,35 @@ impl VerifyEngine {
         }
         Ok(out)
     }
+}
+
+/// A fingerprint of everything a verdict depends on besides the image: policies,
+/// registries, limits, and the bytes of every key and certificate file.
+fn generation(config: &Config) -> u64 {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut ctx = Context::new(&SHA256);
+    let parts = serde_json::json!({
+        "policies": config.policies,
+        "registries": config.registries,
+        "limits": config.limits,
+    });
+    ctx.update(parts.to_string().as_bytes());
+    for p in &config.policies {
+        for v in &p.verifiers {
+            let files = match v.kind() {
+                Some(Verifier::Cosign(c)) => &c.public_keys,
+                Some(Verifier::Notation(n)) => &n.trust_store,
+                None => continue,
+            };
+            for f in files {
+                ctx.update(&std::fs::read(f).unwrap_or_default());
+            }
+        }
+    }
+    let d = ctx.finish();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(b)
 }
 
 /// `require: any` passes when one verifier passes (else the first failure); `all` when

@@ -551,7 +551,9 @@ pub fn check(
             ),
         );
     }
-    Checked::passed("notation", signer, NOT_CHECKED)
+    let leaf_expiry = at(validity.not_after);
+    let valid_until = env.expiry.map_or(leaf_expiry, |e| e.min(leaf_expiry));
+    Checked::passed("notation", signer, NOT_CHECKED).until(Some(valid_until))
 }
 
 /// The chain leads to the trust store: the leaf is a trusted certificate itself (a
@@ -664,6 +666,17 @@ mod tests {
             assert!(c.report.signer.contains("CN="), "{c:?}");
             assert_eq!(c.report.detail, NOT_CHECKED);
         }
+    }
+
+    #[test]
+    fn a_verified_signature_is_valid_until_its_certificate_expires() {
+        let (env, target, trust) = notation_go("jws_signature.sig");
+        let c = run("jws", &env, &target, &trust);
+        let chain = parse_jws(&env).expect("jws").chain;
+        let (_, leaf) = X509Certificate::from_der(&chain[0]).expect("cert");
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(leaf.validity().not_after.timestamp() as u64);
+        assert_eq!(c.valid_until, Some(not_after));
     }
 
     #[test]

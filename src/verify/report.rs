@@ -88,6 +88,9 @@ pub struct Checked {
     pub report: SignatureReport,
     /// `None` when the signature vouches for the image.
     pub failure: Option<VerdictCode>,
+    /// For a passing signature: when what made it valid stops being valid (certificate
+    /// expiry, signature expiry). Caps how long the verdict may be cached.
+    pub valid_until: Option<std::time::SystemTime>,
 }
 
 impl Checked {
@@ -100,7 +103,14 @@ impl Checked {
                 detail: detail.into(),
             },
             failure: None,
+            valid_until: None,
         }
+    }
+
+    /// A passing signature valid until `until`.
+    pub fn until(mut self, until: Option<std::time::SystemTime>) -> Checked {
+        self.valid_until = until;
+        self
     }
 
     pub fn failed(
@@ -117,6 +127,7 @@ impl Checked {
                 detail: detail.into(),
             },
             failure: Some(code),
+            valid_until: None,
         }
     }
 }

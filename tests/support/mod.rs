@@ -23,6 +23,8 @@ use tokio_rustls::TlsConnector;
 use vouch::config::Config;
 
 pub mod layout;
+pub mod proxy;
+pub mod redis;
 pub mod registry;
 
 /// Every network step of a test is bounded by this.
@@ -393,7 +395,7 @@ impl Vouch {
     /// caller adds policies or changes fields before starting.
     pub fn config(dir: &Path, yaml: &str) -> Config {
         let text = format!(
-            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt, reloadInterval: 100ms}}\n{yaml}"
+            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\nconfigReloadInterval: 100ms\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt, reloadInterval: 100ms}}\n{yaml}"
         );
         let path = dir.join("vouch.yaml");
         std::fs::write(&path, text).expect("write config");
@@ -415,6 +417,7 @@ impl Vouch {
             vouch::app::Options {
                 dev_ca_out: None,
                 verify_engine: engine,
+                config_path: Some(dir.path().join("vouch.yaml")),
             },
         )
         .await
@@ -433,6 +436,12 @@ impl Vouch {
             .await,
             "vouch did not become ready"
         );
+    }
+
+    /// Rewrites the config file (same loopback listeners and TLS files) with `yaml`; a
+    /// running vouch reloads it within its `configReloadInterval`.
+    pub fn rewrite_config(&self, yaml: &str) {
+        Vouch::config(self.dir.path(), yaml);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -1,0 +1,546 @@
+//! Verdict and tag caches: single-flight, outcome-aware TTLs, a per-registry back-off, and
+//! an optional Redis tier shared by replicas.
+//!
+//! Gatekeeper asks twice about every image at the same moment (the verification and the
+//! system-error templates), controllers create pods in bursts, and audit re-asks every
+//! minute. moka's `or_try_insert_with` runs one initializer per key while concurrent callers
+//! wait for its result, so the registry sees one verification per image. Initializers are
+//! never cancelled mid-way: every key is evaluated in a task the exchange spawns and never
+//! aborts, so a caller that hits its deadline leaves the verification running and its
+//! result in the cache for Gatekeeper's retry.
+//!
+//! Only verdicts are cached. Per-key errors and transient failures are not (the next request
+//! tries again); a transient registry failure instead starts a short per-registry back-off
+//! so an outage does not become a stampede. Verdict keys carry the trust-config generation,
+//! so a verdict reached under an old config is never served after a reload.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::future::Cache;
+use serde::{Deserialize, Serialize};
+
+use crate::config::CacheConfig;
+use crate::engine::Outcome;
+use crate::metrics::{CacheKind, Metrics};
+use crate::registry::{Descriptor, RegistryError};
+use crate::verify::Report;
+
+/// What a verdict is about: the trust config, the policy, the image and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerdictKey {
+    pub generation: u64,
+    pub policy: String,
+    /// `registry/repository`.
+    pub name: String,
+    pub digest: String,
+}
+
+impl VerdictKey {
+    fn redis_key(&self) -> String {
+        format!(
+            "vouch:verdict:v1:{:016x}:{}:{}@{}",
+            self.generation, self.policy, self.name, self.digest
+        )
+    }
+}
+
+/// A cached verdict and how long it may be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedVerdict {
+    pub report: Report,
+    #[serde(skip)]
+    pub ttl: Duration,
+}
+
+/// What a tag resolution is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    pub registry: String,
+    pub repository: String,
+    /// A tag, or a digest (resolved to learn its media type and size).
+    pub reference: String,
+}
+
+/// How long a verdict may be served: verified verdicts for `verifiedTtl`, but never past
+/// the earliest expiry of what made them valid (a certificate, a signature's expiry);
+/// failed verdicts for `failedTtl`.
+pub fn ttl_for(
+    verified: bool,
+    valid_until: Option<SystemTime>,
+    now: SystemTime,
+    config: &CacheConfig,
+) -> Duration {
+    if !verified {
+        return config.failed_ttl.get();
+    }
+    let cap = valid_until.map_or(Duration::MAX, |u| {
+        u.duration_since(now).unwrap_or(Duration::ZERO)
+    });
+    config.verified_ttl.get().min(cap)
+}
+
+struct VerdictExpiry;
+
+impl Expiry<VerdictKey, Arc<CachedVerdict>> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _: &VerdictKey,
+        v: &Arc<CachedVerdict>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// Rough memory weight of a verdict, in units of 256 bytes, so `maxEntries` bounds memory
+/// even when some reports are large.
+fn weight(_: &VerdictKey, v: &Arc<CachedVerdict>) -> u32 {
+    let r = &v.report;
+    let bytes = 256
+        + r.reference.len()
+        + r.reason.len()
+        + r.signatures
+            .iter()
+            .map(|s| 64 + s.signer.len() + s.detail.len())
+            .sum::<usize>();
+    u32::try_from(bytes / 256).unwrap_or(u32::MAX).max(1)
+}
+
+/// The caches of one process.
+pub struct Caches {
+    verdicts: Cache<VerdictKey, Arc<CachedVerdict>>,
+    tags: Cache<TagKey, Descriptor>,
+    backoff: Mutex<HashMap<String, Instant>>,
+    backoff_for: Duration,
+    shared: Option<SharedTier>,
+    metrics: Arc<Metrics>,
+}
+
+impl Caches {
+    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Caches> {
+        let verdicts = Cache::builder()
+            .max_capacity(config.max_entries)
+            .weigher(weight)
+            .expire_after(VerdictExpiry)
+            .build();
+        let tags = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.tag_ttl.get())
+            .build();
+        let shared = (!config.redis_url.is_empty()).then(|| {
+            SharedTier::new(
+                &config.redis_url,
+                config.redis_timeout.get(),
+                metrics.clone(),
+            )
+        });
+        Arc::new(Caches {
+            verdicts,
+            tags,
+            backoff: Mutex::new(HashMap::new()),
+            backoff_for: config.registry_backoff.get(),
+            shared,
+            metrics,
+        })
+    }
+
+    /// The verdict for `key`: from L1, else from the shared tier, else computed by `init`
+    /// — once, however many callers ask at the same time. `init` returns `Err` for outcomes
+    /// that are not verdicts; those are handed to every waiter and not cached.
+    pub async fn verdict<F>(
+        &self,
+        key: VerdictKey,
+        init: F,
+    ) -> Result<Arc<CachedVerdict>, Arc<Outcome>>
+    where
+        F: std::future::Future<Output = Result<CachedVerdict, Outcome>>,
+    {
+        if let Some(v) = self.verdicts.get(&key).await {
+            self.metrics.cache_event(CacheKind::Verdict, "hit");
+            return Ok(v);
+        }
+        let shared = self.shared.as_ref();
+        let redis_key = key.redis_key();
+        let entry = self
+            .verdicts
+            .entry(key)
+            .or_try_insert_with(async {
+                if let Some(v) = match shared {
+                    Some(s) => s.get(&redis_key).await,
+                    None => None,
+                } {
+                    self.metrics.cache_event(CacheKind::Shared, "hit");
+                    return Ok(Arc::new(v));
+                }
+                if shared.is_some() {
+                    self.metrics.cache_event(CacheKind::Shared, "miss");
+                }
+                let v = init.await?;
+                if let Some(s) = shared {
+                    s.put(&redis_key, &v).await;
+                }
+                Ok(Arc::new(v))
+            })
+            .await?;
+        let event = if entry.is_fresh() {
+            "miss"
+        } else {
+            "coalesced"
+        };
+        self.metrics.cache_event(CacheKind::Verdict, event);
+        Ok(entry.into_value())
+    }
+
+    /// A tag (or digest) resolution, at most `tagTtl` old, computed once for concurrent
+    /// callers; failures are not cached.
+    pub async fn resolution<F>(
+        &self,
+        key: TagKey,
+        init: F,
+    ) -> Result<Descriptor, Arc<RegistryError>>
+    where
+        F: std::future::Future<Output = Result<Descriptor, RegistryError>>,
+    {
+        if let Some(d) = self.tags.get(&key).await {
+            self.metrics.cache_event(CacheKind::Tag, "hit");
+            return Ok(d);
+        }
+        let entry = self.tags.entry(key).or_try_insert_with(init).await?;
+        let event = if entry.is_fresh() {
+            "miss"
+        } else {
+            "coalesced"
+        };
+        self.metrics.cache_event(CacheKind::Tag, event);
+        Ok(entry.into_value())
+    }
+
+    /// How much longer `host` is backed off after a transient failure, if it is.
+    pub fn backing_off(&self, host: &str) -> Option<Duration> {
+        let map = self.backoff.lock().ok()?;
+        let until = *map.get(host)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Records a transient failure of `host`: it is not contacted for `registryBackoff`.
+    pub fn note_transient(&self, host: &str) {
+        if self.backoff_for.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.backoff.lock() {
+            map.insert(host.to_string(), Instant::now() + self.backoff_for);
+        }
+    }
+
+    /// Verdicts held in L1 now (after pending maintenance).
+    pub async fn verdict_count(&self) -> u64 {
+        self.verdicts.run_pending_tasks().await;
+        self.verdicts.entry_count()
+    }
+}
+
+/// Verdicts in Redis, shared by replicas: written through, read on an L1 miss, with the
+/// verdict's remaining TTL. Redis being down or slow never fails a request: every call is
+/// bounded by `redisTimeout`, failures are counted, logged once per outage, and the caller
+/// carries on with L1 and the registry.
+struct SharedTier {
+    client: Option<redis::Client>,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// When the last connection attempt failed (connection attempts are spaced by 1 s).
+    last_failure: Mutex<Option<Instant>>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// What is stored in Redis: the verdict and when it stops being valid.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    report: Report,
+    expires_at_ms: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl SharedTier {
+    fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> SharedTier {
+        let client = match redis::Client::open(url) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "cache.redisUrl is not usable; the shared cache tier is off");
+                None
+            }
+        };
+        SharedTier {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            last_failure: Mutex::new(None),
+            timeout,
+            metrics,
+        }
+    }
+
+    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.metrics.redis_error();
+        let first = self
+            .last_failure
+            .lock()
+            .map(|mut l| {
+                let first = l.is_none();
+                *l = Some(Instant::now());
+                first
+            })
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(error = %e, "redis {what} failed; continuing with the local cache only");
+        } else {
+            tracing::debug!(error = %e, "redis {what} failed");
+        }
+    }
+
+    fn recovered(&self) {
+        if let Ok(mut l) = self.last_failure.lock()
+            && l.take().is_some()
+        {
+            tracing::info!("redis reachable again");
+        }
+    }
+
+    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        let client = self.client.as_ref()?;
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Some(c.clone());
+        }
+        let recently_failed = self
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if recently_failed {
+            return None;
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            self.timeout * 2,
+            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        {
+            Ok(Ok(c)) => {
+                *guard = Some(c.clone());
+                Some(c)
+            }
+            Ok(Err(e)) => {
+                self.failed("connect", &e);
+                None
+            }
+            Err(_) => {
+                self.failed("connect", &"timed out");
+                None
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Option<CachedVerdict> {
+        let mut conn = self.connection().await?;
+        let reply = tokio::time::timeout(self.timeout, async {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        })
+        .await;
+        let bytes = match reply {
+            Ok(Ok(b)) => {
+                self.recovered();
+                b?
+            }
+            Ok(Err(e)) => {
+                self.failed("GET", &e);
+                return None;
+            }
+            Err(_) => {
+                self.failed("GET", &"timed out");
+                return None;
+            }
+        };
+        let stored: Stored = serde_json::from_slice(&bytes).ok()?;
+        let now = unix_ms(SystemTime::now());
+        (stored.expires_at_ms > now).then(|| CachedVerdict {
+            report: stored.report,
+            ttl: Duration::from_millis(stored.expires_at_ms - now),
+        })
+    }
+
+    async fn put(&self, key: &str, v: &CachedVerdict) {
+        let ms = v.ttl.as_millis() as u64;
+        if ms == 0 {
+            return;
+        }
+        let Some(mut conn) = self.connection().await else {
+            return;
+        };
+        let stored = Stored {
+            report: v.report.clone(),
+            expires_at_ms: unix_ms(SystemTime::now()) + ms,
+        };
+        let Ok(bytes) = serde_json::to_vec(&stored) else {
+            return;
+        };
+        let reply = tokio::time::timeout(self.timeout, async {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(bytes)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await;
+        match reply {
+            Ok(Ok(())) => self.recovered(),
+            Ok(Err(e)) => self.failed("SET", &e),
+            Err(_) => self.failed("SET", &"timed out"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::VerdictCode;
+
+    fn config() -> CacheConfig {
+        CacheConfig::default()
+    }
+
+    #[test]
+    fn ttl_depends_on_the_outcome_and_is_capped_by_expiry() {
+        let now = SystemTime::now();
+        let c = config();
+        assert_eq!(ttl_for(true, None, now, &c), c.verified_ttl.get());
+        assert_eq!(ttl_for(false, None, now, &c), c.failed_ttl.get());
+        let soon = now + Duration::from_secs(42);
+        assert_eq!(ttl_for(true, Some(soon), now, &c), Duration::from_secs(42));
+        let later = now + Duration::from_secs(86_400);
+        assert_eq!(ttl_for(true, Some(later), now, &c), c.verified_ttl.get());
+        assert_eq!(
+            ttl_for(true, Some(now - Duration::from_secs(1)), now, &c),
+            Duration::ZERO
+        );
+        assert_eq!(
+            ttl_for(false, Some(soon), now, &c),
+            c.failed_ttl.get(),
+            "failed verdicts ignore expiry"
+        );
+    }
+
+    fn verdict(verified: bool, ttl: Duration) -> CachedVerdict {
+        let mut report = Report::failed("r.io/a:1", "p", VerdictCode::Unsigned, "x".into());
+        report.verified = verified;
+        CachedVerdict { report, ttl }
+    }
+
+    fn key(d: &str) -> VerdictKey {
+        VerdictKey {
+            generation: 1,
+            policy: "p".into(),
+            name: "r.io/a".into(),
+            digest: d.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_run_one_initializer() {
+        let caches = Caches::new(&config(), Arc::new(Metrics::new()));
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let caches = caches.clone();
+            let runs = runs.clone();
+            tasks.push(tokio::spawn(async move {
+                caches
+                    .verdict(key("d"), async {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(verdict(true, Duration::from_secs(60)))
+                    })
+                    .await
+                    .map(|v| v.report.verified)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join"), Ok(true));
+        }
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_are_shared_but_not_cached() {
+        let caches = Caches::new(&config(), Arc::new(Metrics::new()));
+        let r = caches
+            .verdict(key("e"), async { Err(Outcome::Transient("down".into())) })
+            .await;
+        assert_eq!(
+            r.map_err(|e| (*e).clone()),
+            Err(Outcome::Transient("down".into()))
+        );
+        let r = caches
+            .verdict(key("e"), async {
+                Ok(verdict(false, Duration::from_secs(60)))
+            })
+            .await;
+        assert!(r.is_ok(), "the next call computes again");
+    }
+
+    #[tokio::test]
+    async fn verdicts_expire_after_their_ttl() {
+        let caches = Caches::new(&config(), Arc::new(Metrics::new()));
+        caches
+            .verdict(key("t"), async {
+                Ok(verdict(true, Duration::from_millis(100)))
+            })
+            .await
+            .expect("ok");
+        let again = caches
+            .verdict(key("t"), async {
+                Ok(verdict(false, Duration::from_secs(60)))
+            })
+            .await
+            .expect("ok");
+        assert!(
+            again.report.verified,
+            "served from the cache within the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let later = caches
+            .verdict(key("t"), async {
+                Ok(verdict(false, Duration::from_secs(60)))
+            })
+            .await
+            .expect("ok");
+        assert!(!later.report.verified, "recomputed after the TTL");
+    }
+
+    #[test]
+    fn backoff_is_per_registry() {
+        let mut c = config();
+        c.registry_backoff = crate::config::Dur::secs(5);
+        let caches = Caches::new(&c, Arc::new(Metrics::new()));
+        assert_eq!(caches.backing_off("a.io"), None);
+        caches.note_transient("a.io");
+        assert!(caches.backing_off("a.io").is_some());
+        assert_eq!(caches.backing_off("b.io"), None);
+    }
+}
