@@ -1,17 +1,24 @@
-//! Provider benchmark: start-up time, `/v1/verify` throughput over mTLS keep-alive, and
-//! cold cosign verifications against a real `docker-registry` (round trips and latency).
+//! Provider benchmark: start-up time; `/v1/verify` throughput over mTLS keep-alive for
+//! allow keys and for warm (cached) cosign verdicts, side by side with a ceiling server on
+//! the same axum+rustls stack; a cold burst of twin requests against a real
+//! `docker-registry` (verifications and round trips per image); cold cosign and Notary
+//! verifications (latency, round trips); memory of 100 000 cached verdicts.
 //!
 //! Runs the release `vouch serve` binary as a child process with a Gatekeeper-shaped PKI
 //! and drives it from this process over loopback, like Gatekeeper would. Prints one
 //! `bench: <name> <value> <unit>` line per figure. The load generator shares the machine's
 //! cores with vouch, so absolute figures are a floor, not a ceiling.
 //!
-//! `cargo bench --bench provider` (set `BENCH_SECONDS` to change the 3 s per round).
+//! `cargo bench --bench provider` (set `BENCH_SECONDS` to change the 3 s per round; below
+//! 1 s the registry scenarios shrink to a smoke test).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::layout::{fixture, fixtures_dir, push_layout};
@@ -20,6 +27,8 @@ use support::*;
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 const ROUNDS: usize = 3;
+
+type Client = Arc<rustls::ClientConfig>;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -30,17 +39,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("vouch.yaml");
+/// vouch's config in `dir` (mTLS with the PKI written there) plus `rest`.
+fn write_config(dir: &Path, name: &str, rest: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
     std::fs::write(
         &path,
-        "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}\npolicies:\n- name: library\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n",
+        format!("listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}}\n{rest}"),
     )
     .expect("write config");
     path
 }
 
-async fn wait_ready(ops: std::net::SocketAddr) {
+const ALLOW: &str =
+    "policies:\n- name: library\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n";
+
+async fn wait_ready(ops: SocketAddr) {
     loop {
         if let Ok(tcp) = tokio::net::TcpStream::connect(ops).await {
             drop(tcp);
@@ -52,31 +65,35 @@ async fn wait_ready(ops: std::net::SocketAddr) {
     }
 }
 
-/// Spawn → `/readyz` 200, in milliseconds.
-async fn startup(config: &std::path::Path) -> f64 {
-    let started = Instant::now();
-    let mut served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
+async fn serve(config: &Path) -> Served {
+    let served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
     wait_ready(served.ops).await;
+    served
+}
+
+/// Spawn → `/readyz` 200, in milliseconds.
+async fn startup(config: &Path) -> f64 {
+    let started = Instant::now();
+    let mut served = serve(config).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     served.terminate();
     ms
 }
 
-/// `conns` keep-alive connections sending one-key requests back to back for `secs`.
+/// `conns` keep-alive connections to `addr` sending `body` back to back for `secs`.
 /// Returns (requests per second, latencies in ms).
-async fn load(served: &Served, pki: &Pki, conns: usize, secs: f64) -> (f64, Vec<f64>) {
-    let client = client_config(
-        &pki.server_ca.cert_pem,
-        Some(&pki.gatekeeper),
-        Versions::Tls13,
-    );
-    let body = provider_request(&["nginx:1.27"]);
+async fn load(
+    addr: SocketAddr,
+    client: &Client,
+    body: &str,
+    conns: usize,
+    secs: f64,
+) -> (f64, Vec<f64>) {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let client = client.clone();
-        let body = body.clone();
-        let addr = served.provider;
+        let body = body.to_string();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr, client).await.expect("connect");
             let mut lat = Vec::new();
@@ -97,34 +114,284 @@ async fn load(served: &Served, pki: &Pki, conns: usize, secs: f64) -> (f64, Vec<
     for t in tasks {
         all.extend(t.await.expect("load task"));
     }
-    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
-    (rps, all)
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
-/// Runs vouch with `policy_yaml` (registries and policies) and verifies each key once, in
-/// order, over one keep-alive connection; every key must verify. Returns (latencies in ms,
-/// registry round trips per verification from the registry's access log).
+/// [`ROUNDS`] rounds of [`load`]; prints `<name>_rps`, `_latency_p50`, `_latency_p99` and
+/// returns (median req/s, p99 ms).
+async fn measure(
+    name: &str,
+    addr: SocketAddr,
+    client: &Client,
+    body: &str,
+    conns: usize,
+    secs: f64,
+) -> (f64, f64) {
+    let mut rps = Vec::new();
+    let mut lat = Vec::new();
+    for _ in 0..ROUNDS {
+        let (r, l) = load(addr, client, body, conns, secs).await;
+        rps.push(r);
+        lat.extend(l);
+    }
+    lat.sort_by(f64::total_cmp);
+    let (m, p50, p99) = (median(rps), percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!("bench: {name}_rps {m:.0} req/s");
+    println!("bench: {name}_latency_p50 {p50:.3} ms");
+    println!("bench: {name}_latency_p99 {p99:.3} ms");
+    (m, p99)
+}
+
+/// The ceiling: vouch's own accept loop, TLS and router, answering every request with a
+/// precomputed response body — what the provider costs with zero work per key.
+async fn ceiling(dir: &Path, body: String) -> (SocketAddr, tokio_util::sync::CancellationToken) {
+    use vouch::tls::{Reloader, TlsSource, TlsState};
+    let metrics = Arc::new(vouch::metrics::Metrics::new());
+    let state = Arc::new(TlsState::default());
+    let source = TlsSource::Files {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        client_ca: Some(dir.join("ca.crt")),
+    };
+    Reloader::new(source, state.clone(), metrics.clone())
+        .tick()
+        .await;
+    let body = bytes::Bytes::from(body);
+    let app = axum::Router::new().route(
+        "/v1/verify",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(vouch::server::serve(
+        listener,
+        state,
+        app,
+        Default::default(),
+        metrics,
+        stop.clone(),
+    ));
+    (addr, stop)
+}
+
+fn cosign_policy(host: &str, key_file: &Path) -> String {
+    format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
+        key_file.display()
+    )
+}
+
+/// A registry with `n` cosign-signed tags `acme/bench:v<i>`; returns it, the key file and
+/// the image keys.
+async fn signed_registry(dir: &Path, n: usize) -> (Registry, std::path::PathBuf, Vec<String>) {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let key = CosignKey::generate();
+    let key_file = dir.join("bench.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("write key");
+    let repo = "acme/bench";
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let image = pusher.push_image(repo, &format!("v{i}")).await;
+        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
+        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
+        keys.push(format!("{}/{repo}:v{i}", registry.host));
+    }
+    (registry, key_file, keys)
+}
+
+/// Warm verdicts: three cached cosign keys per request (a pod with three images) at 16 and
+/// 64 connections, each figure next to the ceiling's in the same run.
+async fn warm(dir: &Path, client: &Client, secs: f64) {
+    let (registry, key_file, keys) = signed_registry(dir, 3).await;
+    let config = write_config(dir, "warm.yaml", &cosign_policy(&registry.host, &key_file));
+    let served = serve(&config).await;
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let body = provider_request(&refs);
+    let mut conn = Conn::open(served.provider, client.clone())
+        .await
+        .expect("connect");
+    let first = conn.post("/v1/verify", body.clone()).await.expect("prime");
+    assert!(
+        first.text().contains("\"verified\":true"),
+        "{}",
+        first.text()
+    );
+    let (ceiling_addr, stop) = ceiling(dir, first.text()).await;
+    load(served.provider, client, &body, 4, 0.5).await;
+    load(ceiling_addr, client, &body, 4, 0.5).await;
+    for conns in [16usize, 64] {
+        let (rps, p99) = measure(
+            &format!("warm_c{conns}"),
+            served.provider,
+            client,
+            &body,
+            conns,
+            secs,
+        )
+        .await;
+        let (c_rps, c_p99) = measure(
+            &format!("ceiling_c{conns}"),
+            ceiling_addr,
+            client,
+            &body,
+            conns,
+            secs,
+        )
+        .await;
+        println!("bench: warm_c{conns}_rps_over_ceiling {:.2} x", rps / c_rps);
+        println!("bench: warm_c{conns}_p99_over_ceiling {:.2} x", p99 / c_p99);
+    }
+    stop.cancel();
+}
+
+/// Cold burst: `n` unique images, each asked by two concurrent template calls (the
+/// verification and the system-error template), from 64 connections.
+async fn cold_burst(dir: &Path, client: &Client, n: usize) {
+    let (registry, key_file, keys) = signed_registry(dir, n).await;
+    let config = write_config(dir, "burst.yaml", &cosign_policy(&registry.host, &key_file));
+    let served = serve(&config).await;
+    registry.settle_log().await;
+    let before = registry.access_log().len();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let keys = Arc::new(keys);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _pair in 0..32 {
+        let (next, keys, client, addr) =
+            (next.clone(), keys.clone(), client.clone(), served.provider);
+        tasks.push(tokio::spawn(async move {
+            let mut a = Conn::open(addr, client.clone()).await.expect("connect");
+            let mut b = Conn::open(addr, client).await.expect("connect");
+            let mut late = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(key) = keys.get(i) else { return late };
+                let body = provider_request(&[key]);
+                let t = Instant::now();
+                let (ra, rb) = tokio::join!(
+                    a.post("/v1/verify", body.clone()),
+                    b.post("/v1/verify", body)
+                );
+                for r in [ra, rb] {
+                    let r = r.expect("answer");
+                    if !r.text().contains("\"systemError\":\"\"")
+                        || t.elapsed() > Duration::from_millis(2500)
+                    {
+                        late += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let mut late = 0;
+    for t in tasks {
+        late += t.await.expect("burst task");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    registry.settle_log().await;
+    let trips = registry.requests_since(before).len() as f64 / n as f64;
+    let metrics = ops_get(served.ops, "/metrics").await.text();
+    let verifications = metric_value(&metrics, "vouch_verifications_total{outcome=\"verified\"}");
+    println!("bench: cold_burst_images {n} images");
+    println!(
+        "bench: cold_burst_verifications_per_image {:.2} verifications",
+        verifications / n as f64
+    );
+    println!("bench: cold_burst_registry_round_trips_per_image {trips:.2} requests");
+    println!("bench: cold_burst_wall_time {wall:.2} s");
+    println!("bench: cold_burst_answers_after_deadline {late} answers");
+    println!(
+        "bench: cold_burst_vouch_rss {:.1} MiB",
+        rss_mib(served.child.id())
+    );
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// 100 000 verdicts (each with one signature) in vouch's verdict cache, in this process:
+/// the RSS growth they cause, and an idle vouch's RSS for the total.
+async fn memory(config: &Path, n: usize) {
+    use vouch::cache::{CachedVerdict, Caches, VerdictKey};
+    let idle = serve(config).await;
+    let idle_rss = rss_mib(idle.child.id());
+    let cfg = vouch::config::CacheConfig {
+        max_entries: n as u64 * 2,
+        ..Default::default()
+    };
+    let caches = Caches::new(&cfg, Arc::new(vouch::metrics::Metrics::new()));
+    let before = rss_mib(std::process::id());
+    for i in 0..n {
+        let key = VerdictKey {
+            generation: 0x5eed,
+            policy: "acme".into(),
+            name: format!("ghcr.io/acme/service-{}", i % 500),
+            digest: vouch::registry::sha256_digest(&i.to_le_bytes()),
+        };
+        let mut report = vouch::verify::Report::failed(
+            &format!("{}:v{i}", key.name),
+            "acme",
+            vouch::verify::VerdictCode::None,
+            String::new(),
+        );
+        report.verified = true;
+        report.digest = key.digest.clone();
+        report.signatures = vec![vouch::verify::SignatureReport {
+            format: "cosign".into(),
+            verified: true,
+            signer: "key:acme-release".into(),
+            detail: String::new(),
+        }];
+        let v = CachedVerdict {
+            report,
+            ttl: Duration::from_secs(600),
+        };
+        let _ = caches.verdict(key, async { Ok(v) }).await;
+    }
+    let held = caches.verdict_count().await;
+    let grown = rss_mib(std::process::id()) - before;
+    println!("bench: memory_cached_verdicts {held} verdicts");
+    println!("bench: memory_rss_growth_for_cached_verdicts {grown:.1} MiB");
+    println!("bench: memory_idle_vouch_rss {idle_rss:.1} MiB");
+    println!(
+        "bench: memory_rss_estimate_with_verdicts {:.1} MiB",
+        idle_rss + grown
+    );
+}
+
+/// Verifies each key once, in order, over one keep-alive connection to a fresh vouch with
+/// `policy`; every key must verify. Returns (latencies in ms, registry round trips per
+/// verification from the registry's access log).
 async fn cold_runs(
-    dir: &std::path::Path,
-    pki: &Pki,
+    dir: &Path,
+    client: &Client,
     registry: &Registry,
-    policy_yaml: &str,
+    policy: &str,
     keys: &[String],
 ) -> (Vec<f64>, f64) {
-    let config = dir.join("cold.yaml");
-    std::fs::write(
-        &config,
-        format!("listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt}}\n{policy_yaml}"),
-    )
-    .expect("write config");
-    let served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
-    wait_ready(served.ops).await;
-    let client = client_config(
-        &pki.server_ca.cert_pem,
-        Some(&pki.gatekeeper),
-        Versions::Tls13,
-    );
-    let mut conn = Conn::open(served.provider, client).await.expect("connect");
+    let served = serve(&write_config(dir, "cold.yaml", policy)).await;
+    let mut conn = Conn::open(served.provider, client.clone())
+        .await
+        .expect("connect");
     registry.settle_log().await;
     let before = registry.access_log().len();
     let mut lat = Vec::new();
@@ -143,31 +410,30 @@ async fn cold_runs(
     (lat, trips)
 }
 
-/// `n` distinct cosign-signed tags.
-async fn cold_cosign(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
-    let registry = Registry::start();
-    let pusher = Pusher::new(&registry);
-    let key = CosignKey::generate();
-    let key_file = dir.join("bench.pub");
-    std::fs::write(&key_file, key.public_pem()).expect("write key");
-    let repo = "acme/bench";
-    let mut keys = Vec::new();
-    for i in 0..n {
-        let image = pusher.push_image(repo, &format!("v{i}")).await;
-        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
-        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
-        keys.push(format!("{}/{repo}:v{i}", registry.host));
-    }
-    let policy = format!(
-        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
-        host = registry.host,
-        key = key_file.display()
-    );
-    cold_runs(dir, pki, &registry, &policy, &keys).await
+fn print_cold(name: &str, mut lat: Vec<f64>, trips: f64) {
+    lat.sort_by(f64::total_cmp);
+    println!("bench: {name}_latency_p50 {:.3} ms", percentile(&lat, 0.5));
+    println!("bench: {name}_latency_p99 {:.3} ms", percentile(&lat, 0.99));
+    println!("bench: {name}_registry_round_trips {trips:.1} requests");
 }
 
-/// The published notation e2e layout pushed to `n` repositories (tag-schema discovery).
-async fn cold_notation(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>, f64) {
+/// `n` distinct cosign-signed tags, each verified once.
+async fn cold_cosign(dir: &Path, client: &Client, n: usize) {
+    let (registry, key_file, keys) = signed_registry(dir, n).await;
+    let (lat, trips) = cold_runs(
+        dir,
+        client,
+        &registry,
+        &cosign_policy(&registry.host, &key_file),
+        &keys,
+    )
+    .await;
+    print_cold("verify_cosign_cold", lat, trips);
+}
+
+/// The published notation e2e layout pushed to `n` repositories (tag-schema discovery),
+/// each verified once.
+async fn cold_notation(dir: &Path, client: &Client, n: usize) {
     let registry = Registry::start();
     let pusher = Pusher::new(&registry);
     let layout = fixture("e2e-valid-signature");
@@ -182,7 +448,8 @@ async fn cold_notation(dir: &std::path::Path, pki: &Pki, n: usize) -> (Vec<f64>,
         host = registry.host,
         crt = crt.display()
     );
-    cold_runs(dir, pki, &registry, &policy, &keys).await
+    let (lat, trips) = cold_runs(dir, client, &registry, &policy, &keys).await;
+    print_cold("verify_notation_cold", lat, trips);
 }
 
 fn main() {
@@ -190,6 +457,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
+    let full = secs >= 1.0;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -198,71 +466,48 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new();
         pki.write(dir.path());
-        let config = write_config(dir.path());
+        let client = client_config(
+            &pki.server_ca.cert_pem,
+            Some(&pki.gatekeeper),
+            Versions::Tls13,
+        );
+        let allow = write_config(dir.path(), "allow.yaml", ALLOW);
 
         let mut startups = Vec::new();
         for _ in 0..5 {
-            startups.push(startup(&config).await);
+            startups.push(startup(&allow).await);
         }
         println!("bench: startup_to_ready_median {:.1} ms", median(startups));
 
-        let served = Served::spawn(VOUCH, &[OsStr::new("--config"), config.as_os_str()]);
-        wait_ready(served.ops).await;
-        // Warm-up: connections, allocator, branch predictors.
-        load(&served, &pki, 4, 0.5).await;
-        let mut medians = Vec::new();
-        for conns in [1usize, 16] {
-            let mut rps = Vec::new();
-            let mut lat = Vec::new();
-            for _ in 0..ROUNDS {
-                let (r, l) = load(&served, &pki, conns, secs).await;
-                rps.push(r);
-                lat.extend(l);
-            }
-            lat.sort_by(f64::total_cmp);
-            let m = median(rps);
-            medians.push(m);
-            println!("bench: verify_allow_rps_c{conns} {m:.0} req/s");
-            println!(
-                "bench: verify_allow_latency_p50_c{conns} {:.3} ms",
-                percentile(&lat, 0.5)
-            );
-            println!(
-                "bench: verify_allow_latency_p99_c{conns} {:.3} ms",
-                percentile(&lat, 0.99)
-            );
-        }
+        let served = serve(&allow).await;
+        let body = provider_request(&["nginx:1.27"]);
+        load(served.provider, &client, &body, 4, 0.5).await;
+        let (c1, _) = measure("verify_allow_c1", served.provider, &client, &body, 1, secs).await;
+        let (c16, _) = measure(
+            "verify_allow_c16",
+            served.provider,
+            &client,
+            &body,
+            16,
+            secs,
+        )
+        .await;
         println!(
             "bench: verify_allow_rps_ratio_c16_over_c1 {:.2} x",
-            medians[1] / medians[0]
+            c16 / c1
         );
+        drop(served);
 
-        if std::path::Path::new("/usr/bin/docker-registry").exists() {
-            let n = if secs < 1.0 { 5 } else { 50 };
-            let (mut lat, trips) = cold_cosign(dir.path(), &pki, n).await;
-            lat.sort_by(f64::total_cmp);
-            println!(
-                "bench: verify_cosign_cold_latency_p50 {:.3} ms",
-                percentile(&lat, 0.5)
-            );
-            println!(
-                "bench: verify_cosign_cold_latency_p99 {:.3} ms",
-                percentile(&lat, 0.99)
-            );
-            println!("bench: verify_cosign_cold_registry_round_trips {trips:.1} requests");
-            let (mut lat, trips) = cold_notation(dir.path(), &pki, n).await;
-            lat.sort_by(f64::total_cmp);
-            println!(
-                "bench: verify_notation_cold_latency_p50 {:.3} ms",
-                percentile(&lat, 0.5)
-            );
-            println!(
-                "bench: verify_notation_cold_latency_p99 {:.3} ms",
-                percentile(&lat, 0.99)
-            );
-            println!("bench: verify_notation_cold_registry_round_trips {trips:.1} requests");
-        } else {
-            println!("bench: verify_cosign_cold skipped (no /usr/bin/docker-registry)");
+        memory(&allow, if full { 100_000 } else { 1_000 }).await;
+
+        if !Path::new("/usr/bin/docker-registry").exists() {
+            println!("bench: registry scenarios skipped (no /usr/bin/docker-registry)");
+            return;
         }
+        warm(dir.path(), &client, secs).await;
+        cold_burst(dir.path(), &client, if full { 500 } else { 10 }).await;
+        let n = if full { 50 } else { 5 };
+        cold_cosign(dir.path(), &client, n).await;
+        cold_notation(dir.path(), &client, n).await;
     });
 }
