@@ -361,10 +361,7 @@ async fn memory(config: &Path, n: usize) {
             signer: "key:acme-release".into(),
             detail: String::new(),
         }];
-        let v = CachedVerdict {
-            report,
-            ttl: Duration::from_secs(600),
-        };
+        let v = CachedVerdict::new(report, Duration::from_secs(600));
         let _ = caches.verdict(key, async { Ok(v) }).await;
     }
     let held = caches.verdict_count().await;

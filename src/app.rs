@@ -202,6 +202,10 @@ impl Engine for LiveEngine {
         let engine = self.0.load_full();
         async move { engine.evaluate(key).await }.boxed()
     }
+
+    fn cached(&self, key: &str) -> Option<Outcome> {
+        self.0.load().cached(key)
+    }
 }
 
 /// Re-reads the config file every `configReloadInterval` and on SIGHUP; a changed, valid

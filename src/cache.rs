@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CacheConfig;
 use crate::engine::Outcome;
 use crate::metrics::{CacheKind, Metrics};
+use crate::protocol::Json;
 use crate::registry::{Descriptor, RegistryError};
 use crate::verify::Report;
 
@@ -53,6 +54,46 @@ pub struct CachedVerdict {
     pub report: Report,
     #[serde(skip)]
     pub ttl: Duration,
+    /// When it was reached (or fetched from the shared tier).
+    #[serde(skip, default = "Instant::now")]
+    pub created: Instant,
+}
+
+impl CachedVerdict {
+    pub fn new(report: Report, ttl: Duration) -> CachedVerdict {
+        CachedVerdict {
+            report,
+            ttl,
+            created: Instant::now(),
+        }
+    }
+
+    /// How much longer it may be served.
+    pub fn remaining(&self) -> Duration {
+        self.ttl.saturating_sub(self.created.elapsed())
+    }
+}
+
+/// A tag (or digest) resolution and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub descriptor: Descriptor,
+    pub at: Instant,
+}
+
+/// A key's rendered verdict, as the exchange answers it without any work.
+struct FrontEntry {
+    generation: u64,
+    value: Json,
+    ttl: Duration,
+}
+
+struct FrontExpiry;
+
+impl Expiry<String, Arc<FrontEntry>> for FrontExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<FrontEntry>, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
 }
 
 /// What a tag resolution is about.
@@ -112,7 +153,12 @@ fn weight(_: &VerdictKey, v: &Arc<CachedVerdict>) -> u32 {
 /// The caches of one process.
 pub struct Caches {
     verdicts: Cache<VerdictKey, Arc<CachedVerdict>>,
-    tags: Cache<TagKey, Descriptor>,
+    tags: Cache<TagKey, Resolved>,
+    /// Exact key string → rendered verdict, for the hot path: no parsing, no policy lookup,
+    /// no rendering. Bounded separately (`keyEntries`); entries never outlive the tag
+    /// resolution or the verdict they were made from.
+    front: moka::sync::Cache<String, Arc<FrontEntry>>,
+    tag_ttl: Duration,
     backoff: Mutex<HashMap<String, Instant>>,
     backoff_for: Duration,
     shared: Option<SharedTier>,
@@ -130,6 +176,10 @@ impl Caches {
             .max_capacity(config.max_entries)
             .time_to_live(config.tag_ttl.get())
             .build();
+        let front = moka::sync::Cache::builder()
+            .max_capacity(config.key_entries)
+            .expire_after(FrontExpiry)
+            .build();
         let shared = (!config.redis_url.is_empty()).then(|| {
             SharedTier::new(
                 &config.redis_url,
@@ -140,6 +190,8 @@ impl Caches {
         Arc::new(Caches {
             verdicts,
             tags,
+            front,
+            tag_ttl: config.tag_ttl.get(),
             backoff: Mutex::new(HashMap::new()),
             backoff_for: config.registry_backoff.get(),
             shared,
@@ -196,11 +248,7 @@ impl Caches {
 
     /// A tag (or digest) resolution, at most `tagTtl` old, computed once for concurrent
     /// callers; failures are not cached.
-    pub async fn resolution<F>(
-        &self,
-        key: TagKey,
-        init: F,
-    ) -> Result<Descriptor, Arc<RegistryError>>
+    pub async fn resolution<F>(&self, key: TagKey, init: F) -> Result<Resolved, Arc<RegistryError>>
     where
         F: std::future::Future<Output = Result<Descriptor, RegistryError>>,
     {
@@ -208,6 +256,12 @@ impl Caches {
             self.metrics.cache_event(CacheKind::Tag, "hit");
             return Ok(d);
         }
+        let init = async {
+            init.await.map(|descriptor| Resolved {
+                descriptor,
+                at: Instant::now(),
+            })
+        };
         let entry = self.tags.entry(key).or_try_insert_with(init).await?;
         let event = if entry.is_fresh() {
             "miss"
@@ -216,6 +270,34 @@ impl Caches {
         };
         self.metrics.cache_event(CacheKind::Tag, event);
         Ok(entry.into_value())
+    }
+
+    /// How much longer a resolution made at `at` may be used.
+    pub fn tag_remaining(&self, at: Instant) -> Duration {
+        self.tag_ttl.saturating_sub(at.elapsed())
+    }
+
+    /// The rendered verdict of `key` under `generation`, if one is fresh.
+    pub fn front_get(&self, key: &str, generation: u64) -> Option<Json> {
+        let e = self.front.get(key)?;
+        if e.generation != generation {
+            return None;
+        }
+        self.metrics.cache_event(CacheKind::Key, "hit");
+        Some(e.value.clone())
+    }
+
+    /// Remembers `key`'s rendered verdict for `ttl`.
+    pub fn front_put(&self, key: &str, generation: u64, value: Json, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let entry = FrontEntry {
+            generation,
+            value,
+            ttl,
+        };
+        self.front.insert(key.to_string(), Arc::new(entry));
     }
 
     /// How much longer `host` is backed off after a transient failure, if it is.
@@ -377,9 +459,11 @@ impl SharedTier {
         };
         let stored: Stored = serde_json::from_slice(&bytes).ok()?;
         let now = unix_ms(SystemTime::now());
-        (stored.expires_at_ms > now).then(|| CachedVerdict {
-            report: stored.report,
-            ttl: Duration::from_millis(stored.expires_at_ms - now),
+        (stored.expires_at_ms > now).then(|| {
+            CachedVerdict::new(
+                stored.report,
+                Duration::from_millis(stored.expires_at_ms - now),
+            )
         })
     }
 
@@ -449,7 +533,7 @@ mod tests {
     fn verdict(verified: bool, ttl: Duration) -> CachedVerdict {
         let mut report = Report::failed("r.io/a:1", "p", VerdictCode::Unsigned, "x".into());
         report.verified = verified;
-        CachedVerdict { report, ttl }
+        CachedVerdict::new(report, ttl)
     }
 
     fn key(d: &str) -> VerdictKey {

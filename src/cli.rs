@@ -222,7 +222,7 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
     };
     match outcome {
         Outcome::Value(v) => {
-            let report: Option<Report> = serde_json::from_value(v.clone()).ok();
+            let report: Option<Report> = v.parse().ok();
             let (line, class) = match report {
                 Some(r) if r.verified => (
                     format!(
@@ -244,7 +244,7 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
                     CliOutcome::Failed,
                 ),
                 None => (
-                    format!("{image}: error: unreadable verdict {v}"),
+                    format!("{image}: error: unreadable verdict {}", v.get()),
                     CliOutcome::Error,
                 ),
             };

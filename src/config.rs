@@ -198,6 +198,8 @@ impl Default for ServerTuning {
 pub struct CacheConfig {
     /// Verdicts held at most (large reports count as several entries).
     pub max_entries: u64,
+    /// Exact keys whose rendered verdicts are kept for the hot path.
+    pub key_entries: u64,
     pub verified_ttl: Dur,
     pub failed_ttl: Dur,
     /// How old a tag → digest resolution may be.
@@ -214,6 +216,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             max_entries: 100_000,
+            key_entries: 10_000,
             verified_ttl: Dur::secs(600),
             failed_ttl: Dur::secs(30),
             tag_ttl: Dur::secs(30),

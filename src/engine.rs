@@ -8,11 +8,13 @@ use std::fmt;
 
 use futures_util::future::BoxFuture;
 
+use crate::protocol::Json;
+
 /// What one key came to (SPEC §1: three classes, never mixed up).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// A verdict: the `value` of the key's item. A failed verification is a verdict.
-    Value(serde_json::Value),
+    Value(Json),
     /// No verdict, for a reason a retry within minutes will not fix: the key's `error`.
     /// Gatekeeper caches it like a value.
     Error(KeyError),
@@ -74,4 +76,10 @@ impl fmt::Display for KeyError {
 /// layer still turns a panic into a transient failure rather than a dropped request.
 pub trait Engine: Send + Sync + 'static {
     fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome>;
+
+    /// An outcome available right now without any work (a cached verdict), so the exchange
+    /// can answer it without spawning a task. `None`: call [`Engine::evaluate`].
+    fn cached(&self, _key: &str) -> Option<Outcome> {
+        None
+    }
 }

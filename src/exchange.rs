@@ -94,9 +94,13 @@ impl Exchange {
         keys: Vec<String>,
         deadline_at: Instant,
     ) -> ProviderResponse {
+        // Keys with an outcome at hand (cached verdicts) are answered without a task.
+        let mut outcomes: Vec<Option<Outcome>> =
+            keys.iter().map(|k| self.engine.cached(k)).collect();
         let mut pending: FuturesUnordered<_> = keys
             .iter()
             .enumerate()
+            .filter(|(i, _)| outcomes[*i].is_none())
             .map(|(i, key)| {
                 let engine = self.engine.clone();
                 let key = key.clone();
@@ -106,7 +110,6 @@ impl Exchange {
                 async move { (i, task.await) }
             })
             .collect();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; keys.len()];
         let gather = async {
             while let Some((i, joined)) = pending.next().await {
                 outcomes[i] = Some(joined.unwrap_or_else(|e| {
@@ -185,6 +188,7 @@ impl Exchange {
 mod tests {
     use super::*;
     use crate::engine::{ErrorCode, KeyError};
+    use crate::protocol::Json;
     use futures_util::FutureExt;
     use futures_util::future::BoxFuture;
     use http_body_util::Full;
@@ -197,11 +201,11 @@ mod tests {
         fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
             async move {
                 match key.chars().next() {
-                    Some('v') => Outcome::Value(serde_json::json!(key)),
+                    Some('v') => Outcome::Value(Json::new(key)),
                     Some('e') => Outcome::Error(KeyError::new(ErrorCode::Auth, "denied")),
                     Some('s') => {
                         tokio::time::sleep(Duration::from_secs(10)).await;
-                        Outcome::Value(serde_json::json!("late"))
+                        Outcome::Value(Json::new("late"))
                     }
                     Some('p') => panic!("engine bug"),
                     _ => Outcome::Transient("registry unreachable".into()),
@@ -236,7 +240,7 @@ mod tests {
             .response;
         assert_eq!(r.items.len(), 2);
         assert_eq!(r.items[0].key, "v1");
-        assert_eq!(r.items[0].value, Some(serde_json::json!("v1")));
+        assert_eq!(r.items[0].value, Some(Json::new("v1")));
         assert_eq!(r.items[1].error.as_deref(), Some("auth: denied"));
         assert!(
             r.system_error.contains("\"t1\": registry unreachable"),

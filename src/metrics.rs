@@ -98,6 +98,8 @@ impl HandshakeFailure {
 pub enum CacheKind {
     Verdict,
     Tag,
+    /// Exact key → rendered verdict.
+    Key,
     /// The Redis tier.
     Shared,
 }
@@ -107,6 +109,7 @@ impl CacheKind {
         match self {
             CacheKind::Verdict => "verdict",
             CacheKind::Tag => "tag",
+            CacheKind::Key => "key",
             CacheKind::Shared => "shared",
         }
     }

@@ -6,8 +6,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::config::Limits;
 
@@ -50,12 +52,57 @@ pub struct ResponseBody {
     pub system_error: String,
 }
 
+/// A JSON value rendered once and shared: a cached verdict is copied into every response
+/// that carries it as bytes, not rebuilt as a tree each time.
+#[derive(Debug, Clone)]
+pub struct Json(Arc<RawValue>);
+
+impl Json {
+    /// Renders `value`; a value of plain structs and strings always serializes.
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Json {
+        let raw = serde_json::value::to_raw_value(value).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot render a value as JSON");
+            serde_json::value::to_raw_value("internal error: unrenderable value")
+                .unwrap_or_else(|_| RawValue::NULL.to_owned())
+        });
+        Json(Arc::from(raw))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses the JSON back into a type (command line, tests).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|b| Json(Arc::from(b)))
+    }
+}
+
 /// One key's outcome: a `value` (a verdict) or an `error`, never both.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Item {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -319,7 +366,7 @@ mod tests {
             vec![
                 Item {
                     key: "a".into(),
-                    value: Some(serde_json::json!(true)),
+                    value: Some(Json::new(&true)),
                     error: None,
                 },
                 Item {

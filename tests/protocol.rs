@@ -262,7 +262,9 @@ impl Engine for Sleepy {
             if key.starts_with("slow") {
                 tokio::time::sleep(self.0).await;
             }
-            Outcome::Value(json!({"verified": true, "reference": key}))
+            Outcome::Value(vouch::protocol::Json::new(
+                &json!({"verified": true, "reference": key}),
+            ))
         }
         .boxed()
     }

@@ -200,25 +200,37 @@ impl VerifyEngine {
     }
 
     async fn verify(&self, key: &str) -> Outcome {
-        match decide(key, &self.policies) {
-            Decision::Verdict(report) => Outcome::Value(report.to_value()),
+        let (outcome, fresh_for) = match decide(key, &self.policies) {
+            // Reached from the key and the config alone: as valid as the config.
+            Decision::Verdict(report) => (
+                Outcome::Value(report.to_json()),
+                self.cache_config.verified_ttl.get(),
+            ),
             Decision::Verify { image, policy } => self.verify_image(&image, policy).await,
+        };
+        if let Outcome::Value(json) = &outcome {
+            self.caches
+                .front_put(key, self.generation, json.clone(), fresh_for);
         }
+        outcome
     }
 
-    async fn verify_image(&self, image: &ImageRef, policy: &Policy) -> Outcome {
+    /// The outcome for one image, and how long it may be answered again without asking
+    /// (never longer than its tag resolution or its verdict are valid).
+    async fn verify_image(&self, image: &ImageRef, policy: &Policy) -> (Outcome, Duration) {
+        let not_cached = |o: Outcome| (o, Duration::ZERO);
         let budget = Instant::now() + self.budget;
         let reference = image.to_string();
         let host = image.registry();
         let Some(client) = self.registries.get(host) else {
             // Scopes always name their host, so this is a wiring error, not an input error.
-            return Outcome::Transient(format!("no registry client for {host}"));
+            return not_cached(Outcome::Transient(format!("no registry client for {host}")));
         };
         if let Some(left) = self.caches.backing_off(host) {
-            return Outcome::Transient(format!(
+            return not_cached(Outcome::Transient(format!(
                 "registry {host} failed moments ago; not contacted for another {} ms",
                 left.as_millis()
-            ));
+            )));
         }
         let tag_key = TagKey {
             registry: host.to_string(),
@@ -237,16 +249,17 @@ impl VerifyEngine {
                     .await
             })
             .await;
-        let subject = match resolved {
-            Ok(d) => d,
+        let resolved = match resolved {
+            Ok(r) => r,
             Err(e) => {
                 let outcome = registry_outcome((*e).clone(), &reference, &policy.name, "");
                 if matches!(outcome, Outcome::Transient(_)) {
                     self.caches.note_transient(host);
                 }
-                return outcome;
+                return not_cached(outcome);
             }
         };
+        let subject = &resolved.descriptor;
         let key = VerdictKey {
             generation: self.generation,
             policy: policy.name.clone(),
@@ -257,16 +270,17 @@ impl VerifyEngine {
             .caches
             .verdict(
                 key,
-                self.verify_digest(&client, image, policy, &subject, budget),
+                self.verify_digest(&client, image, policy, subject, budget),
             )
             .await;
         match verdict {
             Ok(v) => {
                 let mut report = v.report.clone();
                 report.reference = reference;
-                Outcome::Value(report.to_value())
+                let fresh_for = v.remaining().min(self.caches.tag_remaining(resolved.at));
+                (Outcome::Value(report.to_json()), fresh_for)
             }
-            Err(outcome) => (*outcome).clone(),
+            Err(outcome) => not_cached((*outcome).clone()),
         }
     }
 
@@ -365,14 +379,14 @@ impl VerifyEngine {
             VerificationOutcome::Failed
         });
         let ttl = ttl_for(report.verified, valid_until, now, &self.cache_config);
-        Ok(CachedVerdict { report, ttl })
+        Ok(CachedVerdict::new(report, ttl))
     }
 
     /// Sorts an outcome reached while fetching signatures: a verdict is cached like any
     /// other (failed TTL), anything else is handed back uncached.
     fn settle(&self, image: &ImageRef, outcome: Outcome) -> Result<CachedVerdict, Outcome> {
         match outcome {
-            Outcome::Value(v) => match serde_json::from_value::<Report>(v.clone()) {
+            Outcome::Value(v) => match v.parse::<Report>() {
                 Ok(report) => {
                     self.metrics.verification(VerificationOutcome::Failed);
                     let ttl = ttl_for(
@@ -381,7 +395,7 @@ impl VerifyEngine {
                         std::time::SystemTime::now(),
                         &self.cache_config,
                     );
-                    Ok(CachedVerdict { report, ttl })
+                    Ok(CachedVerdict::new(report, ttl))
                 }
                 Err(_) => Err(Outcome::Value(v)),
             },
@@ -613,7 +627,7 @@ fn registry_outcome(e: RegistryError, reference: &str, policy: &str, digest: &st
     let verdict = |code, reason: String| {
         let mut r = Report::failed(reference, policy, code, reason);
         r.digest = digest.to_string();
-        Outcome::Value(r.to_value())
+        Outcome::Value(r.to_json())
     };
     match e {
         RegistryError::NotFound(why) => verdict(VerdictCode::NotFound, why),
@@ -630,6 +644,12 @@ fn registry_outcome(e: RegistryError, reference: &str, policy: &str, digest: &st
 impl Engine for VerifyEngine {
     fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
         self.verify(key).boxed()
+    }
+
+    fn cached(&self, key: &str) -> Option<Outcome> {
+        self.caches
+            .front_get(key, self.generation)
+            .map(Outcome::Value)
     }
 }
 

@@ -74,11 +74,9 @@ impl Report {
         }
     }
 
-    pub fn to_value(&self) -> serde_json::Value {
-        // A struct of strings, bools and vectors always serializes.
-        serde_json::to_value(self).unwrap_or_else(
-            |e| serde_json::json!({"verified": false, "code": "internal", "reason": e.to_string()}),
-        )
+    /// The report rendered as the item's `value`.
+    pub fn to_json(&self) -> crate::protocol::Json {
+        crate::protocol::Json::new(self)
     }
 }
 
@@ -173,7 +171,7 @@ mod tests {
             VerdictCode::UntrustedSigner,
             "x".into(),
         );
-        let v = r.to_value();
+        let v: serde_json::Value = r.to_json().parse().expect("json");
         assert_eq!(
             v,
             serde_json::json!({"verified": false, "reference": "ghcr.io/a/b:1", "digest": "",
