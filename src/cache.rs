@@ -40,6 +40,21 @@ pub struct VerdictKey {
 }
 
 impl VerdictKey {
+    /// A fixed-size identity for the in-memory cache: SHA-256 over the fields, so a cached
+    /// verdict costs 32 bytes of key instead of three heap strings.
+    fn id(&self) -> [u8; 32] {
+        use aws_lc_rs::digest::{Context, SHA256};
+        let mut ctx = Context::new(&SHA256);
+        ctx.update(&self.generation.to_be_bytes());
+        for part in [&self.policy, &self.name, &self.digest] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(ctx.finish().as_ref());
+        id
+    }
+
     fn redis_key(&self) -> String {
         format!(
             "vouch:verdict:v1:{:016x}:{}:{}@{}",
@@ -48,24 +63,40 @@ impl VerdictKey {
     }
 }
 
-/// A cached verdict and how long it may be served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A cached verdict and how long it may be served. The report is kept as one compact JSON
+/// string (without the per-key `reference`), which costs a fraction of the memory of the
+/// report's many small strings; it is parsed back only on the slower path (the key cache
+/// answers repeated keys).
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachedVerdict {
-    pub report: Report,
-    #[serde(skip)]
+    json: Box<str>,
     pub ttl: Duration,
     /// When it was reached (or fetched from the shared tier).
-    #[serde(skip, default = "Instant::now")]
     pub created: Instant,
 }
 
 impl CachedVerdict {
-    pub fn new(report: Report, ttl: Duration) -> CachedVerdict {
+    pub fn new(mut report: Report, ttl: Duration) -> CachedVerdict {
+        report.reference.clear();
+        let json = serde_json::to_string(&report).unwrap_or_default();
         CachedVerdict {
-            report,
+            json: json.into_boxed_str(),
             ttl,
             created: Instant::now(),
         }
+    }
+
+    /// The report (its `reference` empty: the caller stamps its own). A cached string that
+    /// does not parse — which would be a bug — yields a failed verdict, never a verified one.
+    pub fn report(&self) -> Report {
+        serde_json::from_str(&self.json).unwrap_or_else(|e| {
+            Report::failed(
+                "",
+                "",
+                crate::verify::VerdictCode::InvalidSignature,
+                format!("internal: unreadable cached verdict: {e}"),
+            )
+        })
     }
 
     /// How much longer it may be served.
@@ -125,10 +156,10 @@ pub fn ttl_for(
 
 struct VerdictExpiry;
 
-impl Expiry<VerdictKey, Arc<CachedVerdict>> for VerdictExpiry {
+impl Expiry<[u8; 32], Arc<CachedVerdict>> for VerdictExpiry {
     fn expire_after_create(
         &self,
-        _: &VerdictKey,
+        _: &[u8; 32],
         v: &Arc<CachedVerdict>,
         _: Instant,
     ) -> Option<Duration> {
@@ -138,21 +169,15 @@ impl Expiry<VerdictKey, Arc<CachedVerdict>> for VerdictExpiry {
 
 /// Rough memory weight of a verdict, in units of 256 bytes, so `maxEntries` bounds memory
 /// even when some reports are large.
-fn weight(_: &VerdictKey, v: &Arc<CachedVerdict>) -> u32 {
-    let r = &v.report;
-    let bytes = 256
-        + r.reference.len()
-        + r.reason.len()
-        + r.signatures
-            .iter()
-            .map(|s| 64 + s.signer.len() + s.detail.len())
-            .sum::<usize>();
-    u32::try_from(bytes / 256).unwrap_or(u32::MAX).max(1)
+fn weight(_: &[u8; 32], v: &Arc<CachedVerdict>) -> u32 {
+    u32::try_from((128 + v.json.len()) / 256)
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// The caches of one process.
 pub struct Caches {
-    verdicts: Cache<VerdictKey, Arc<CachedVerdict>>,
+    verdicts: Cache<[u8; 32], Arc<CachedVerdict>>,
     tags: Cache<TagKey, Resolved>,
     /// Exact key string → rendered verdict, for the hot path: no parsing, no policy lookup,
     /// no rendering. Bounded separately (`keyEntries`); entries never outlive the tag
@@ -210,7 +235,8 @@ impl Caches {
     where
         F: std::future::Future<Output = Result<CachedVerdict, Outcome>>,
     {
-        if let Some(v) = self.verdicts.get(&key).await {
+        let id = key.id();
+        if let Some(v) = self.verdicts.get(&id).await {
             self.metrics.cache_event(CacheKind::Verdict, "hit");
             return Ok(v);
         }
@@ -218,7 +244,7 @@ impl Caches {
         let redis_key = key.redis_key();
         let entry = self
             .verdicts
-            .entry(key)
+            .entry(id)
             .or_try_insert_with(async {
                 if let Some(v) = match shared {
                     Some(s) => s.get(&redis_key).await,
@@ -476,7 +502,7 @@ impl SharedTier {
             return;
         };
         let stored = Stored {
-            report: v.report.clone(),
+            report: v.report(),
             expires_at_ms: unix_ms(SystemTime::now()) + ms,
         };
         let Ok(bytes) = serde_json::to_vec(&stored) else {
@@ -561,7 +587,7 @@ mod tests {
                         Ok(verdict(true, Duration::from_secs(60)))
                     })
                     .await
-                    .map(|v| v.report.verified)
+                    .map(|v| v.report().verified)
             }));
         }
         for t in tasks {
@@ -604,7 +630,7 @@ mod tests {
             .await
             .expect("ok");
         assert!(
-            again.report.verified,
+            again.report().verified,
             "served from the cache within the TTL"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -614,7 +640,7 @@ mod tests {
             })
             .await
             .expect("ok");
-        assert!(!later.report.verified, "recomputed after the TTL");
+        assert!(!later.report().verified, "recomputed after the TTL");
     }
 
     #[test]

@@ -275,7 +275,7 @@ impl VerifyEngine {
             .await;
         match verdict {
             Ok(v) => {
-                let mut report = v.report.clone();
+                let mut report = v.report();
                 report.reference = reference;
                 let fresh_for = v.remaining().min(self.caches.tag_remaining(resolved.at));
                 (Outcome::Value(report.to_json()), fresh_for)
