@@ -274,20 +274,9 @@ impl RegistryClient {
         reference: &str,
         budget: Instant,
     ) -> Result<Descriptor, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self
-            .send(reqwest::Method::HEAD, &url, repo, MANIFEST_TYPES, budget)
+            .fetch_manifest(reqwest::Method::HEAD, repo, reference, budget)
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound(format!(
-                    "manifest {repo}:{reference} not found in {}",
-                    self.host
-                )));
-            }
-            s => return Err(self.unexpected(s, &url)),
-        }
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -437,20 +426,9 @@ impl RegistryClient {
         reference: &str,
         budget: Instant,
     ) -> Result<Manifest, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self
-            .send(reqwest::Method::GET, &url, repo, MANIFEST_TYPES, budget)
+            .fetch_manifest(reqwest::Method::GET, repo, reference, budget)
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound(format!(
-                    "manifest {repo}:{reference} not found in {}",
-                    self.host
-                )));
-            }
-            s => return Err(self.unexpected(s, &url)),
-        }
         let headers = resp.headers().clone();
         let media_type = headers
             .get("content-type")
@@ -498,18 +476,10 @@ impl RegistryClient {
         }
         let url = format!("{}/v2/{repo}/blobs/{digest_ref}", self.base);
         let resp = self
-            .send(reqwest::Method::GET, &url, repo, "*/*", budget)
+            .fetch_ok(reqwest::Method::GET, &url, repo, "*/*", budget, || {
+                format!("blob {digest_ref} not found in {}/{repo}", self.host)
+            })
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound(format!(
-                    "blob {digest_ref} not found in {}/{repo}",
-                    self.host
-                )));
-            }
-            s => return Err(self.unexpected(s, &url)),
-        }
         let bytes = self
             .read_bounded(resp, max.min(self.limits.max_blob_bytes), "blob", budget)
             .await?;
@@ -521,6 +491,40 @@ impl RegistryClient {
             )));
         }
         Ok(bytes)
+    }
+
+    /// `HEAD` or `GET` of a manifest, accepting every manifest type; 404 → `NotFound`.
+    async fn fetch_manifest(
+        &self,
+        method: reqwest::Method,
+        repo: &str,
+        reference: &str,
+        budget: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        self.fetch_ok(method, &url, repo, MANIFEST_TYPES, budget, || {
+            format!("manifest {repo}:{reference} not found in {}", self.host)
+        })
+        .await
+    }
+
+    /// [`Self::send`], then anything but 200 is an error: 404 → `NotFound` with
+    /// `not_found`'s text, the rest → `Protocol` (redirects refused included).
+    async fn fetch_ok(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        repo: &str,
+        accept: &str,
+        budget: Instant,
+        not_found: impl FnOnce() -> String,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let resp = self.send(method, url, repo, accept, budget).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound(not_found())),
+            s => Err(self.unexpected(s, url)),
+        }
     }
 
     fn unexpected(&self, status: StatusCode, url: &str) -> RegistryError {

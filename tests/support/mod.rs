@@ -486,6 +486,28 @@ impl Drop for Vouch {
     }
 }
 
+/// The value (verdict) of the only item of a `/v1/verify` response; panics on a per-key
+/// error or a system error, which the caller did not expect.
+pub fn only_verdict(r: &serde_json::Value) -> serde_json::Value {
+    assert_eq!(r["response"]["systemError"], "", "{r}");
+    let item = &r["response"]["items"][0];
+    assert!(
+        item.get("error").is_none(),
+        "unexpected per-key error: {item}"
+    );
+    item["value"].clone()
+}
+
+/// A failed verdict with `code` and a reason.
+pub fn assert_code(v: &serde_json::Value, code: &str) {
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert!(
+        v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "a reason is given: {v}"
+    );
+}
+
 /// The value of the sample whose name-and-labels text is exactly `name` (e.g.
 /// `vouch_requests_total{endpoint="verify",outcome="ok"}`); 0 when absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {
