@@ -228,6 +228,24 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response.
+    async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes()
+            .to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -296,20 +314,7 @@ impl Conn {
                 .send_request(req)
                 .await
                 .map_err(|e| format!("request: {e}"))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes()
-                .to_vec();
-            Ok(Reply {
-                status,
-                headers,
-                body,
-            })
+            Reply::read(resp).await
         };
         tokio::time::timeout(STEP, fut)
             .await
@@ -344,20 +349,7 @@ pub async fn ops_get(addr: SocketAddr, path: &str) -> Reply {
             .body(Full::new(Bytes::new()))
             .expect("request");
         let resp = sender.send_request(req).await.expect("ops request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply::read(resp).await.expect("ops response")
     };
     tokio::time::timeout(STEP, fut)
         .await
