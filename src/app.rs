@@ -92,6 +92,7 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
     readiness.config.store(true, Ordering::Release);
 
     let caches = Caches::new(&config.cache, metrics.clone());
+    let mut mutate_engine: Option<Arc<dyn Engine>> = None;
     let verify_engine: Arc<dyn Engine> = match options.verify_engine {
         Some(e) => e,
         None => {
@@ -108,6 +109,7 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
                     shutdown.clone(),
                 ));
             }
+            mutate_engine = Some(Arc::new(MutateEngine(live.clone())));
             live
         }
     };
@@ -132,7 +134,21 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
         limits: config.limits.clone(),
         metrics: metrics.clone(),
     });
-    let app = server::router(vec![("/v1/verify", verify)], metrics.clone());
+    let mut endpoints = vec![("/v1/verify", verify)];
+    if let Some(engine) = mutate_engine {
+        endpoints.push((
+            "/v1/mutate",
+            Arc::new(Exchange {
+                endpoint: Endpoint::Mutate,
+                engine,
+                deadline: config.mutate_deadline.get(),
+                idempotent: true,
+                limits: config.limits.clone(),
+                metrics: metrics.clone(),
+            }),
+        ));
+    }
+    let app = server::router(endpoints, metrics.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -205,6 +221,16 @@ impl Engine for LiveEngine {
 
     fn cached(&self, key: &str) -> Option<Outcome> {
         self.0.load().cached(key)
+    }
+}
+
+/// `/v1/mutate` on the current engine: pins tags to digests.
+struct MutateEngine(Arc<LiveEngine>);
+
+impl Engine for MutateEngine {
+    fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
+        let engine = self.0.0.load_full();
+        async move { engine.pin(key).await }.boxed()
     }
 }
 

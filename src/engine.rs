@@ -36,6 +36,10 @@ pub enum ErrorCode {
     NoPolicy,
     /// A claim key that is not a valid claim.
     InvalidClaim,
+    /// The key is not an image reference (mutation only; verification answers a verdict).
+    InvalidReference,
+    /// The image does not exist (mutation only; verification answers a verdict).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -46,6 +50,8 @@ impl ErrorCode {
             ErrorCode::RegistryTls => "registry-tls",
             ErrorCode::NoPolicy => "no-policy",
             ErrorCode::InvalidClaim => "invalid-claim",
+            ErrorCode::InvalidReference => "invalid-reference",
+            ErrorCode::NotFound => "not-found",
         }
     }
 }

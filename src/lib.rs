@@ -11,6 +11,8 @@
 //! - [`protocol`]: the wire types and the pure request checks.
 //! - [`engine`]: the seam between HTTP and per-key work: [`engine::Engine`] maps a key to an
 //!   [`engine::Outcome`].
+//! - [`mutate`]: `/v1/mutate`, pinning tags to digests with the verification engine's tag
+//!   cache.
 //! - [`verify`]: the verification engine; [`reference`] parses image references and
 //!   [`policy`] selects the trust policy for one.
 //! - [`config`]: the YAML config, its defaults and validation.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod exchange;
 pub mod metrics;
+pub mod mutate;
 pub mod ops;
 pub mod policy;
 pub mod protocol;

@@ -22,11 +22,12 @@ use tokio::time::Instant;
 
 use crate::config::{Action, Config, Require, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
+use crate::mutate;
 use crate::policy::{Policy, PolicySet};
 use crate::reference::ImageRef;
 use std::sync::Arc;
 
-use crate::cache::{CachedVerdict, Caches, TagKey, VerdictKey, ttl_for};
+use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey, ttl_for};
 use crate::config::CacheConfig;
 use crate::metrics::{Metrics, VerificationOutcome};
 use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
@@ -221,43 +222,13 @@ impl VerifyEngine {
         let not_cached = |o: Outcome| (o, Duration::ZERO);
         let budget = Instant::now() + self.budget;
         let reference = image.to_string();
-        let host = image.registry();
-        let Some(client) = self.registries.get(host) else {
-            // Scopes always name their host, so this is a wiring error, not an input error.
-            return not_cached(Outcome::Transient(format!("no registry client for {host}")));
+        let client = match self.client_for(image) {
+            Ok(c) => c,
+            Err(o) => return not_cached(o),
         };
-        if let Some(left) = self.caches.backing_off(host) {
-            return not_cached(Outcome::Transient(format!(
-                "registry {host} failed moments ago; not contacted for another {} ms",
-                left.as_millis()
-            )));
-        }
-        let tag_key = TagKey {
-            registry: host.to_string(),
-            repository: image.repository().to_string(),
-            reference: image
-                .digest()
-                .or(image.tag())
-                .unwrap_or("latest")
-                .to_string(),
-        };
-        let resolved = self
-            .caches
-            .resolution(tag_key.clone(), async {
-                client
-                    .resolve(&tag_key.repository, &tag_key.reference, budget)
-                    .await
-            })
-            .await;
-        let resolved = match resolved {
+        let resolved = match self.resolve(&client, image, budget).await {
             Ok(r) => r,
-            Err(e) => {
-                let outcome = registry_outcome((*e).clone(), &reference, &policy.name, "");
-                if matches!(outcome, Outcome::Transient(_)) {
-                    self.caches.note_transient(host);
-                }
-                return not_cached(outcome);
-            }
+            Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name, "")),
         };
         let subject = &resolved.descriptor;
         let key = VerdictKey {
@@ -282,6 +253,84 @@ impl VerifyEngine {
             }
             Err(outcome) => not_cached((*outcome).clone()),
         }
+    }
+
+    /// `/v1/mutate`'s answer for one key: the key pinned to its digest (see
+    /// [`crate::mutate`]).
+    pub async fn pin(&self, key: &str) -> Outcome {
+        let image = match mutate::plan(key, &self.policies) {
+            mutate::Pin::Done(outcome) => return outcome,
+            mutate::Pin::Resolve(image) => image,
+        };
+        let client = match self.client_for(&image) {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        let budget = Instant::now() + self.budget;
+        match self.resolve(&client, &image, budget).await {
+            Ok(r) => mutate::pinned(key, &r.descriptor.digest),
+            Err(e) => {
+                let (code, why) = match e {
+                    RegistryError::NotFound(why) => (ErrorCode::NotFound, why),
+                    RegistryError::Auth(why) => (ErrorCode::Auth, why),
+                    RegistryError::Tls(why) => (ErrorCode::RegistryTls, why),
+                    RegistryError::Protocol(why) | RegistryError::DigestMismatch(why) => {
+                        (ErrorCode::RegistryProtocol, why)
+                    }
+                    RegistryError::Transient(why) => return Outcome::Transient(why),
+                };
+                Outcome::Error(KeyError::new(code, why))
+            }
+        }
+    }
+
+    /// The client of the image's registry, unless that registry is backing off after a
+    /// transient failure.
+    fn client_for(&self, image: &ImageRef) -> Result<Arc<RegistryClient>, Outcome> {
+        let host = image.registry();
+        let Some(client) = self.registries.get(host) else {
+            // Scopes always name their host, so this is a wiring error, not an input error.
+            return Err(Outcome::Transient(format!("no registry client for {host}")));
+        };
+        if let Some(left) = self.caches.backing_off(host) {
+            return Err(Outcome::Transient(format!(
+                "registry {host} failed moments ago; not contacted for another {} ms",
+                left.as_millis()
+            )));
+        }
+        Ok(client)
+    }
+
+    /// The image's tag (or digest) resolved through the tag cache; a transient failure
+    /// starts the registry's back-off.
+    async fn resolve(
+        &self,
+        client: &RegistryClient,
+        image: &ImageRef,
+        budget: Instant,
+    ) -> Result<Resolved, RegistryError> {
+        let key = TagKey {
+            registry: image.registry().to_string(),
+            repository: image.repository().to_string(),
+            reference: image
+                .digest()
+                .or(image.tag())
+                .unwrap_or("latest")
+                .to_string(),
+        };
+        let resolved = self
+            .caches
+            .resolution(key.clone(), async {
+                client
+                    .resolve(&key.repository, &key.reference, budget)
+                    .await
+            })
+            .await
+            .map_err(|e| (*e).clone());
+        if let Err(RegistryError::Transient(_)) = &resolved {
+            self.caches.note_transient(image.registry());
+        }
+        resolved
     }
 
     /// Runs the policy's verifiers on one digest: a verdict to cache, or an outcome that is
