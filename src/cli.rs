@@ -57,6 +57,22 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Print the Kubernetes objects that register vouch with Gatekeeper (Providers,
+    /// ConstraintTemplates, Constraints, tag-to-digest Assigns), ready for `kubectl apply -f -`.
+    Manifests {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// What happens when vouch cannot reach a verdict: `open` warns and admits, `closed`
+        /// denies (and makes the Assigns fail closed).
+        #[arg(long, value_enum, default_value = "open")]
+        failure_policy: crate::manifests::FailurePolicy,
+        /// Namespace of the vouch Service.
+        #[arg(long, default_value = "vouch-system")]
+        namespace: String,
+        /// PEM CA that signed vouch's serving certificate (the Providers' caBundle).
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -85,6 +101,12 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::Manifests {
+            config,
+            failure_policy,
+            namespace,
+            ca_bundle,
+        } => manifests(config, failure_policy, namespace, ca_bundle),
     }
 }
 
@@ -300,4 +322,43 @@ fn config_check(file: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn manifests(
+    config: Option<PathBuf>,
+    failure_policy: crate::manifests::FailurePolicy,
+    namespace: String,
+    ca_bundle: Option<PathBuf>,
+) -> ExitCode {
+    use base64::Engine as _;
+    let config = match load_config(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ca_bundle = match ca_bundle {
+        Some(path) => match std::fs::read(&path) {
+            Ok(pem) => base64::engine::general_purpose::STANDARD.encode(pem),
+            Err(e) => {
+                eprintln!("vouch: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!(
+                "vouch: no --ca-bundle: the Providers' caBundle is empty and Gatekeeper will not trust vouch until it is set"
+            );
+            String::new()
+        }
+    };
+    let options = crate::manifests::Options {
+        failure_policy,
+        namespace,
+        ca_bundle,
+        port: config.listen.port(),
+    };
+    print!("{}", crate::manifests::render(&options));
+    ExitCode::SUCCESS
 }

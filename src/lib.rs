@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod exchange;
+pub mod manifests;
 pub mod metrics;
 pub mod mutate;
 pub mod ops;
