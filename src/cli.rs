@@ -70,8 +70,11 @@ enum Command {
         #[arg(long, default_value = "vouch-system")]
         namespace: String,
         /// PEM CA that signed vouch's serving certificate (the Providers' caBundle).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ca_bundle_value")]
         ca_bundle: Option<PathBuf>,
+        /// The caBundle value itself (base64 PEM), e.g. a placeholder a chart substitutes.
+        #[arg(long)]
+        ca_bundle_value: Option<String>,
     },
     /// Work with config files.
     Config {
@@ -106,7 +109,14 @@ pub fn main() -> ExitCode {
             failure_policy,
             namespace,
             ca_bundle,
-        } => manifests(config, failure_policy, namespace, ca_bundle),
+            ca_bundle_value,
+        } => manifests(
+            config,
+            failure_policy,
+            namespace,
+            ca_bundle,
+            ca_bundle_value,
+        ),
     }
 }
 
@@ -329,6 +339,7 @@ fn manifests(
     failure_policy: crate::manifests::FailurePolicy,
     namespace: String,
     ca_bundle: Option<PathBuf>,
+    ca_bundle_value: Option<String>,
 ) -> ExitCode {
     use base64::Engine as _;
     let config = match load_config(config.as_deref()) {
@@ -338,15 +349,16 @@ fn manifests(
             return ExitCode::from(2);
         }
     };
-    let ca_bundle = match ca_bundle {
-        Some(path) => match std::fs::read(&path) {
+    let ca_bundle = match (ca_bundle, ca_bundle_value) {
+        (_, Some(value)) => value,
+        (Some(path), None) => match std::fs::read(&path) {
             Ok(pem) => base64::engine::general_purpose::STANDARD.encode(pem),
             Err(e) => {
                 eprintln!("vouch: cannot read {}: {e}", path.display());
                 return ExitCode::from(2);
             }
         },
-        None => {
+        (None, None) => {
             eprintln!(
                 "vouch: no --ca-bundle: the Providers' caBundle is empty and Gatekeeper will not trust vouch until it is set"
             );
