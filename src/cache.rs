@@ -355,9 +355,8 @@ impl Caches {
 /// bounded by `redisTimeout`, failures are counted, logged once per outage, and the caller
 /// carries on with L1 and the registry.
 struct SharedTier {
-    client: Option<redis::Client>,
-    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// When the last connection attempt failed (connection attempts are spaced by 1 s).
+    redis: crate::redis_conn::RedisConnector,
+    /// When the last call failed (connection attempts are spaced by 1 s after a failure).
     last_failure: Mutex<Option<Instant>>,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -378,16 +377,8 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 impl SharedTier {
     fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> SharedTier {
-        let client = match redis::Client::open(url) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "cache.redisUrl is not usable; the shared cache tier is off");
-                None
-            }
-        };
         SharedTier {
-            client,
-            conn: tokio::sync::Mutex::new(None),
+            redis: crate::redis_conn::RedisConnector::new(url, timeout),
             last_failure: Mutex::new(None),
             timeout,
             metrics,
@@ -420,11 +411,11 @@ impl SharedTier {
         }
     }
 
+    /// The open connection; otherwise a connection attempt, unless one failed within the
+    /// last second (so a Redis outage does not cost every request a connect timeout).
     async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
-        let client = self.client.as_ref()?;
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Some(c.clone());
+        if let Some(c) = self.redis.current().await {
+            return Some(c);
         }
         let recently_failed = self
             .last_failure
@@ -435,26 +426,10 @@ impl SharedTier {
         if recently_failed {
             return None;
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        match tokio::time::timeout(
-            self.timeout * 2,
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        {
-            Ok(Ok(c)) => {
-                *guard = Some(c.clone());
-                Some(c)
-            }
-            Ok(Err(e)) => {
+        match self.redis.get().await {
+            Ok(c) => Some(c),
+            Err(e) => {
                 self.failed("connect", &e);
-                None
-            }
-            Err(_) => {
-                self.failed("connect", &"timed out");
                 None
             }
         }

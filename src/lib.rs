@@ -33,6 +33,7 @@ pub mod mutate;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
+pub mod redis_conn;
 pub mod reference;
 pub mod registry;
 pub mod server;
