@@ -148,6 +148,27 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
             }),
         ));
     }
+    let store: Arc<dyn crate::claims::ClaimStore> = match config.claims.store {
+        crate::config::ClaimStoreKind::Memory => Arc::new(crate::claims::MemoryStore::default()),
+        crate::config::ClaimStoreKind::Redis => Arc::new(crate::claims::RedisStore::new(
+            &config.cache.redis_url,
+            config.cache.redis_timeout.get(),
+        )),
+    };
+    endpoints.push((
+        "/v1/claims",
+        Arc::new(Exchange {
+            endpoint: Endpoint::Claims,
+            engine: Arc::new(crate::claims::ClaimsEngine {
+                store,
+                ttl: config.claims.ttl.get(),
+            }),
+            deadline: config.deadline.get(),
+            idempotent: false,
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+        }),
+    ));
     let app = server::router(endpoints, metrics.clone());
     let listener = TcpListener::bind(config.listen)
         .await

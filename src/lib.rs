@@ -11,6 +11,7 @@
 //! - [`protocol`]: the wire types and the pure request checks.
 //! - [`engine`]: the seam between HTTP and per-key work: [`engine::Engine`] maps a key to an
 //!   [`engine::Outcome`].
+//! - [`claims`]: `/v1/claims`, the atomic first-come register (memory or Redis store).
 //! - [`mutate`]: `/v1/mutate`, pinning tags to digests with the verification engine's tag
 //!   cache.
 //! - [`verify`]: the verification engine; [`reference`] parses image references and
@@ -23,6 +24,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -1,0 +1,145 @@
+//! `/v1/claims` over mTLS: first come first served, renewals, checks that never write,
+//! expiry, malformed keys, and the Redis store shared by two instances (real
+//! `redis-server`), failing closed when Redis is gone.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::*;
+
+fn claim_key(owner: &str, mode: &str, nonce: &str) -> String {
+    json!({"scope": "service-selector/default", "value": "app=web", "owner": owner, "mode": mode, "nonce": nonce})
+        .to_string()
+}
+
+async fn claims(v: &Vouch, keys: &[&str]) -> Value {
+    let reply = v
+        .connect()
+        .await
+        .post("/v1/claims", provider_request(keys))
+        .await
+        .expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let r = reply.json();
+    assert_eq!(
+        r["response"]["idempotent"], false,
+        "claims are not idempotent"
+    );
+    r
+}
+
+/// The value of a single-key claims request.
+async fn claim(v: &Vouch, owner: &str, mode: &str, nonce: &str) -> Value {
+    let key = claim_key(owner, mode, nonce);
+    only_verdict(&claims(v, &[&key]).await)
+}
+
+#[tokio::test]
+async fn first_come_renew_check_and_expiry() {
+    let v = Vouch::start("claims: {ttl: 1s}\n").await;
+    // A check never writes: web-1 can still claim after web-0 checked.
+    assert_eq!(
+        claim(&v, "default/web-0", "check", "u0").await["granted"],
+        true
+    );
+    let first = claim(&v, "default/web-1", "claim", "u1").await;
+    assert_eq!(
+        first,
+        json!({"granted": true, "holder": "default/web-1", "expiresInSeconds": 1})
+    );
+    let second = claim(&v, "default/web-0", "claim", "u2").await;
+    assert_eq!(second["granted"], false);
+    assert_eq!(second["holder"], "default/web-1");
+    assert_eq!(
+        claim(&v, "default/web-1", "claim", "u3").await["granted"],
+        true,
+        "the holder renews"
+    );
+    assert_eq!(
+        claim(&v, "default/web-0", "check", "u4").await["granted"],
+        false
+    );
+    // After the TTL the value is free again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        claim(&v, "default/web-0", "claim", "u5").await["granted"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn malformed_claim_keys_get_a_per_key_error() {
+    let v = Vouch::start("").await;
+    let good = claim_key("default/a", "claim", "n");
+    let r = claims(&v, &["not json", &good]).await;
+    let items = r["response"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert!(
+        items[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid-claim: ")),
+        "{r}"
+    );
+    assert_eq!(items[1]["value"]["granted"], true);
+}
+
+#[tokio::test]
+async fn two_instances_share_claims_through_redis_and_fail_closed_without_it() {
+    let mut redis = RedisServer::start();
+    let yaml = format!(
+        "cache: {{redisUrl: \"{}\"}}\nclaims: {{store: redis, ttl: 60s}}\n",
+        redis.url
+    );
+    let a = Vouch::start(&yaml).await;
+    let b = Vouch::start(&yaml).await;
+    assert_eq!(
+        claim(&a, "default/web-0", "claim", "u1").await["granted"],
+        true
+    );
+    let other = claim(&b, "default/web-1", "claim", "u2").await;
+    assert_eq!(other["granted"], false, "{other}");
+    assert_eq!(other["holder"], "default/web-0");
+    assert_eq!(
+        claim(&b, "default/web-0", "claim", "u3").await["granted"],
+        true,
+        "renewal on the other replica"
+    );
+
+    // Concurrent claims from both replicas for a fresh value: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let v = if i % 2 == 0 { &a } else { &b };
+        let (addr, client) = (v.running.provider_addr, v.gatekeeper_client());
+        let key = json!({"scope": "s", "value": "race", "owner": format!("o{i}"), "mode": "claim", "nonce": i.to_string()}).to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr, client).await.expect("connect");
+            let r = c
+                .post("/v1/claims", provider_request(&[&key]))
+                .await
+                .expect("answer")
+                .json();
+            r["response"]["items"][0]["value"]["granted"] == true
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += usize::from(t.await.expect("join"));
+    }
+    assert_eq!(granted, 1, "exactly one of 20 concurrent claims wins");
+
+    // Redis gone: claims fail closed (systemError), verification is unaffected.
+    redis.stop();
+    let key = claim_key("default/web-9", "claim", "u9");
+    let r = claims(&a, &[&key]).await;
+    let system = r["response"]["systemError"].as_str().expect("systemError");
+    assert!(system.contains("claim store unreachable"), "{r}");
+    assert!(
+        r["response"]["items"].as_array().is_some_and(Vec::is_empty),
+        "{r}"
+    );
+    let verify = a.verify(&["quay.io/x/y:1"]).await;
+    assert_eq!(verify["response"]["systemError"], "", "{verify}");
+}
