@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 pub const LIB_REGO: &str = include_str!("../policies/lib_vouch.rego");
 pub const VERIFICATION_REGO: &str = include_str!("../policies/vouchverification.rego");
 pub const SYSTEM_ERROR_REGO: &str = include_str!("../policies/vouchsystemerror.rego");
+pub const UNIQUE_SELECTOR_REGO: &str = include_str!("../policies/vouchuniqueserviceselector.rego");
 
 /// What happens when vouch cannot reach a verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,16 +59,24 @@ fn provider(o: &Options, name: &str, path: &str, timeout: u64) -> Value {
 }
 
 fn template(kind: &str, rego: &str) -> Value {
+    template_with(kind, rego, &[LIB_REGO], None)
+}
+
+fn template_with(kind: &str, rego: &str, libs: &[&str], parameters: Option<Value>) -> Value {
+    let mut crd = json!({"spec": {"names": {"kind": kind}}});
+    if let Some(p) = parameters {
+        crd["spec"]["validation"] = json!({"openAPIV3Schema": p});
+    }
     json!({
         "apiVersion": "templates.gatekeeper.sh/v1",
         "kind": "ConstraintTemplate",
         "metadata": {"name": kind.to_ascii_lowercase()},
         "spec": {
-            "crd": {"spec": {"names": {"kind": kind}}},
+            "crd": crd,
             "targets": [{
                 "target": "admission.k8s.gatekeeper.sh",
                 "rego": rego,
-                "libs": [LIB_REGO],
+                "libs": libs,
             }],
         },
     })
@@ -129,6 +138,33 @@ pub fn objects(o: &Options) -> Vec<Value> {
         template("VouchSystemError", SYSTEM_ERROR_REGO),
         constraint(o, "VouchVerification", "vouch-verification", "deny"),
         constraint(o, "VouchSystemError", "vouch-system-error", system_action),
+        provider(o, "vouch-claims", "/v1/claims", 3),
+        template_with(
+            "VouchUniqueServiceSelector",
+            UNIQUE_SELECTOR_REGO,
+            &[],
+            Some(
+                json!({"type": "object", "properties": {"allowOnSystemError": {"type": "boolean"}}}),
+            ),
+        ),
+        json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+            "kind": "VouchUniqueServiceSelector",
+            "metadata": {"name": "vouch-unique-service-selector"},
+            "spec": {
+                "enforcementAction": "deny",
+                "match": {"kinds": [{"apiGroups": [""], "kinds": ["Service"]}], "excludedNamespaces": excluded(o)},
+                "parameters": {"allowOnSystemError": false},
+            },
+        }),
+        // Services must be replicated into data.inventory for the classic check; a SyncSet
+        // adds to the sync configuration instead of replacing the cluster's Config.
+        json!({
+            "apiVersion": "syncset.gatekeeper.sh/v1alpha1",
+            "kind": "SyncSet",
+            "metadata": {"name": "vouch-services"},
+            "spec": {"gvks": [{"group": "", "version": "v1", "kind": "Service"}]},
+        }),
     ];
     let pods = (
         json!([{"groups": [""], "kinds": ["Pod"], "versions": ["v1"]}]),
