@@ -195,7 +195,11 @@ fn the_providers_of_the_files_call_the_charts_service() {
         let text = read(&chart().join(format!("files/gatekeeper-{policy}.yaml")));
         let docs = documents(&text, "the gatekeeper file");
         let providers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Provider").collect();
-        assert_eq!(providers.len(), 3, "vouch-verify, vouch-mutate and vouch-claims");
+        assert_eq!(
+            providers.len(),
+            3,
+            "vouch-verify, vouch-mutate and vouch-claims"
+        );
         for p in providers {
             let url = p["spec"]["url"].as_str().expect("provider url");
             assert!(

@@ -9,87 +9,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
+use support::gatekeeper::{Gatekeeper, violations};
 use support::registry::*;
 use support::*;
 use vouch::manifests::{self, FailurePolicy};
-
-/// Gatekeeper's response cache: per (provider, key), a value or a per-key error.
-type ResponseCache = Arc<Mutex<HashMap<(String, String), Result<Value, String>>>>;
-
-/// Gatekeeper's external-data client, reduced to what the templates can observe.
-#[derive(Clone)]
-struct Gatekeeper {
-    addr: SocketAddr,
-    client: Arc<rustls::ClientConfig>,
-    cache: ResponseCache,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Gatekeeper {
-    /// `external_data({"provider": p, "keys": [...]})`.
-    fn external_data(&self, request: &Value) -> Value {
-        let provider = request["provider"].as_str().unwrap_or_default().to_string();
-        let keys: Vec<String> = request["keys"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|k| k.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (mut responses, mut errors, mut uncached) = (Vec::new(), Vec::new(), Vec::new());
-        {
-            let cache = self.cache.lock().expect("cache");
-            for key in &keys {
-                match cache.get(&(provider.clone(), key.clone())) {
-                    Some(Ok(v)) => responses.push(json!([key, v])),
-                    Some(Err(e)) => errors.push(json!([key, e])),
-                    None => uncached.push(key.clone()),
-                }
-            }
-        }
-        if uncached.is_empty() {
-            // Nothing to ask: no request is made and status_code is 0.
-            return json!({"responses": responses, "errors": errors, "status_code": 0, "system_error": ""});
-        }
-        let refs: Vec<&str> = uncached.iter().map(String::as_str).collect();
-        let body = provider_request(&refs);
-        let (addr, client) = (self.addr, self.client.clone());
-        let reply = self.runtime.block_on(async move {
-            let mut conn = Conn::open(addr, client).await?;
-            conn.post("/v1/verify", body).await
-        });
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                return json!({"responses": null, "errors": null, "status_code": 0,
-                    "system_error": format!("failed to send external data request: {e}")});
-            }
-        };
-        let parsed = reply.json();
-        let mut cache = self.cache.lock().expect("cache");
-        for item in parsed["response"]["items"].as_array().into_iter().flatten() {
-            let key = item["key"].as_str().unwrap_or_default().to_string();
-            let entry = match item.get("error").and_then(Value::as_str) {
-                Some(e) => {
-                    errors.push(json!([key, e]));
-                    Err(e.to_string())
-                }
-                None => {
-                    responses.push(json!([key, item["value"]]));
-                    Ok(item["value"].clone())
-                }
-            };
-            cache.insert((provider.clone(), key), entry);
-        }
-        json!({"responses": responses, "errors": errors, "status_code": reply.status,
-            "system_error": parsed["response"]["systemError"]})
-    }
-}
 
 /// The violations each template raises for `object`.
 struct Violations {
@@ -98,38 +24,26 @@ struct Violations {
 }
 
 fn evaluate(gk: &Gatekeeper, object: Value) -> Violations {
-    let mut engine = regorus::Engine::new();
-    engine.set_rego_v0(true);
-    for (name, rego) in [
+    let mut engine = gk.engine(&[
         ("lib.rego", manifests::LIB_REGO),
         ("verification.rego", manifests::VERIFICATION_REGO),
         ("system_error.rego", manifests::SYSTEM_ERROR_REGO),
-    ] {
-        engine
-            .add_policy(name.into(), rego.into())
-            .expect("template Rego parses");
-    }
-    let gk = gk.clone();
-    engine
-        .add_extension(
-            "external_data".into(),
-            1,
-            Box::new(move |args: Vec<regorus::Value>| {
-                let request: Value = serde_json::from_str(&args[0].to_json_str()?)?;
-                regorus::Value::from_json_str(&gk.external_data(&request).to_string())
-            }),
-        )
-        .expect("extension");
+    ]);
     let input = json!({"review": {"kind": {"kind": object["kind"]}, "object": object}});
-    engine.set_input(regorus::Value::from_json_str(&input.to_string()).expect("input"));
-    let mut rule = |name: &str| -> Vec<Value> {
-        let v = engine.eval_rule(name.into()).expect("evaluates");
-        let v: Value = serde_json::from_str(&v.to_json_str().expect("json")).expect("json");
-        v.as_array().cloned().unwrap_or_default()
-    };
+    let data = json!({});
     Violations {
-        verification: rule("data.vouchverification.violation"),
-        system_error: rule("data.vouchsystemerror.violation"),
+        verification: violations(
+            &mut engine,
+            "data.vouchverification.violation",
+            &input,
+            &data,
+        ),
+        system_error: violations(
+            &mut engine,
+            "data.vouchsystemerror.violation",
+            &input,
+            &data,
+        ),
     }
 }
 
@@ -195,12 +109,7 @@ async fn templates_under_gatekeeper_semantics() {
         key_file.display()
     ))
     .await;
-    let gk = Gatekeeper {
-        addr: v.running.provider_addr,
-        client: v.gatekeeper_client(),
-        cache: Arc::default(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let gk = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
     let run = |gk: &Gatekeeper, object: Value| {
         let gk = gk.clone();
         tokio::task::spawn_blocking(move || evaluate(&gk, object))
