@@ -38,8 +38,23 @@ async fn claim(v: &Vouch, owner: &str, mode: &str, nonce: &str) -> Value {
 }
 
 #[tokio::test]
-async fn first_come_renew_check_and_expiry() {
-    let v = Vouch::start("claims: {ttl: 1s}\n").await;
+async fn first_come_renew_check_and_expiry_in_memory() {
+    first_come_renew_check_and_expiry("claims: {ttl: 1s}\n").await;
+}
+
+#[tokio::test]
+async fn first_come_renew_check_and_expiry_in_redis() {
+    let redis = RedisServer::start();
+    let yaml = format!(
+        "cache: {{redisUrl: \"{}\"}}\nclaims: {{store: redis, ttl: 1s}}\n",
+        redis.url
+    );
+    first_come_renew_check_and_expiry(&yaml).await;
+}
+
+/// The same semantics whatever the store.
+async fn first_come_renew_check_and_expiry(yaml: &str) {
+    let v = Vouch::start(yaml).await;
     // A check never writes: web-1 can still claim after web-0 checked.
     assert_eq!(
         claim(&v, "default/web-0", "check", "u0").await["granted"],
