@@ -148,21 +148,23 @@ fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
+/// The config file, or the embedded default; on failure the problems are printed and the
+/// exit status (2) returned.
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     let result = match path {
         Some(p) => Config::load(p),
         None => Config::embedded(),
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| {
+        eprintln!("vouch: {e}");
+        ExitCode::from(2)
+    })
 }
 
 async fn serve(config_path: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> ExitCode {
     let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vouch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let options = crate::app::Options {
         dev_ca_out,
@@ -197,10 +199,7 @@ async fn verify(
 ) -> ExitCode {
     let config = match load_config(config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vouch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let engine = match VerifyEngine::standalone(&config) {
         Ok(e) => Arc::new(e),
@@ -344,10 +343,7 @@ fn manifests(
     use base64::Engine as _;
     let config = match load_config(config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vouch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let ca_bundle = match (ca_bundle, ca_bundle_value) {
         (_, Some(value)) => value,

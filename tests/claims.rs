@@ -16,14 +16,7 @@ fn claim_key(owner: &str, mode: &str, nonce: &str) -> String {
 }
 
 async fn claims(v: &Vouch, keys: &[&str]) -> Value {
-    let reply = v
-        .connect()
-        .await
-        .post("/v1/claims", provider_request(keys))
-        .await
-        .expect("answer");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let r = reply.json();
+    let r = v.ask("/v1/claims", keys).await;
     assert_eq!(
         r["response"]["idempotent"], false,
         "claims are not idempotent"

@@ -23,14 +23,7 @@ fn key_file(dir: &tempfile::TempDir) -> String {
 }
 
 async fn mutate(v: &Vouch, keys: &[&str]) -> Value {
-    let reply = v
-        .connect()
-        .await
-        .post("/v1/mutate", provider_request(keys))
-        .await
-        .expect("answer");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()
+    v.ask("/v1/mutate", keys).await
 }
 
 fn item<'a>(r: &'a Value, key: &str) -> &'a Value {

@@ -456,12 +456,17 @@ impl Vouch {
             .expect("gatekeeper client connects")
     }
 
-    /// One request on a fresh connection.
+    /// One `/v1/verify` request on a fresh connection.
     pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
+        self.ask("/v1/verify", keys).await
+    }
+
+    /// One request to the provider endpoint `path` on a fresh connection; HTTP 200 expected.
+    pub async fn ask(&self, path: &str, keys: &[&str]) -> serde_json::Value {
         let reply = self
             .connect()
             .await
-            .post("/v1/verify", provider_request(keys))
+            .post(path, provider_request(keys))
             .await
             .expect("request");
         assert_eq!(reply.status, 200, "{}", reply.text());
