@@ -14,8 +14,11 @@
 //! - [`claims`]: `/v1/claims`, the atomic first-come register (memory or Redis store).
 //! - [`mutate`]: `/v1/mutate`, pinning tags to digests with the verification engine's tag
 //!   cache.
-//! - [`verify`]: the verification engine; [`reference`] parses image references and
-//!   [`policy`] selects the trust policy for one.
+//! - [`verify`]: the verification engine (cosign and Notary Project verifiers);
+//!   [`reference`] parses image references and [`policy`] selects the trust policy for one.
+//! - [`registry`]: the OCI distribution client; [`cache`] the verdict and tag caches with
+//!   single flight and the Redis tier ([`redis_conn`]).
+//! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints.
 //! - [`config`]: the YAML config, its defaults and validation.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on a plain-HTTP port; [`metrics`] holds the
 //!   metric families.
