@@ -15,7 +15,7 @@
 //! - [`mutate`]: `/v1/mutate`, pinning tags to digests with the verification engine's tag
 //!   cache.
 //! - [`verify`]: the verification engine (cosign and Notary Project verifiers);
-//!   [`reference`] parses image references and [`policy`] selects the trust policy for one.
+//!   [`reference`](mod@reference) parses image references and [`policy`] selects the trust policy for one.
 //! - [`registry`]: the OCI distribution client; [`cache`] the verdict and tag caches with
 //!   single flight and the Redis tier ([`redis_conn`]).
 //! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints.

@@ -221,7 +221,7 @@ impl TlsSource {
     }
 }
 
-/// The current server config, shared by the accept loop (reads) and [`watch`] (writes).
+/// The current server config, shared by the accept loop (reads) and [`Reloader`] (writes).
 #[derive(Default)]
 pub struct TlsState {
     current: ArcSwapOption<ServerConfig>,

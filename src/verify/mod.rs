@@ -2,7 +2,7 @@
 //!
 //! [`decide`] is the pure front half: parse the reference, pick the policy, and settle
 //! every key that needs no registry (`invalid-reference`, `no-policy`, `action: allow`).
-//! Keys whose policy asks for signatures go to [`VerifyEngine::verify_image`]: resolve the
+//! Keys whose policy asks for signatures go to `VerifyEngine::verify_image`: resolve the
 //! digest, fetch the signatures, check them with the policy's verifiers ([`cosign`]), and
 //! combine the verifiers' results by the policy's `require`.
 
