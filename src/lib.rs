@@ -32,6 +32,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifests;
 pub mod metrics;
 pub mod mutate;

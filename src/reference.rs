@@ -33,9 +33,19 @@ impl ImageRef {
         }
         // A bare tag-less, digest-less reference means `latest` (oci-spec already adds it);
         // registry hosts are case-insensitive, so compare them in lower case.
+        let mut registry = r.registry().to_ascii_lowercase();
+        let mut repository = r.repository().to_string();
+        // oci-spec recognizes Docker Hub's old name only in lower case; hosts are
+        // case-insensitive, so `Index.Docker.io/alpine` is `docker.io/library/alpine` too.
+        if registry == "index.docker.io" {
+            registry = "docker.io".to_string();
+            if !repository.contains('/') {
+                repository = format!("library/{repository}");
+            }
+        }
         Ok(ImageRef {
-            registry: r.registry().to_ascii_lowercase(),
-            repository: r.repository().to_string(),
+            registry,
+            repository,
             tag: r.tag().map(str::to_string),
             digest: r.digest().map(str::to_string),
         })
@@ -113,6 +123,9 @@ mod tests {
         assert_eq!(r.to_string(), key);
         let r = ImageRef::parse("Registry.Example.com/a/b:1").expect("valid");
         assert_eq!(r.registry(), "registry.example.com");
+        // Found by fuzzing: Docker Hub's old name in another case was not normalized.
+        let r = ImageRef::parse("Index.Docker.io/alpine:3").expect("valid");
+        assert_eq!(r.to_string(), "docker.io/library/alpine:3");
     }
 
     #[test]

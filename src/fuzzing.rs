@@ -1,0 +1,118 @@
+//! Fuzz entry points: each takes arbitrary bytes, drives one parser or verifier that sees
+//! untrusted input, and panics only if an invariant breaks. The coverage-guided targets in
+//! `fuzz/` and the corpus replay in `tests/fuzz_replay.rs` both call these, so CI replays
+//! exactly what the fuzzer ran.
+//!
+//! Invariants: parsing never panics; a signature check over input that is not the known-good
+//! signature never yields "verified".
+
+use crate::config::{Config, Limits};
+use crate::verify::{VerdictCode, cosign, notation};
+
+/// `ProviderRequest` bodies: never panics, and whatever it accepts respects the limits.
+pub fn provider_request(data: &[u8]) {
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        max_keys: 16,
+        max_key_bytes: 256,
+        ..Limits::default()
+    };
+    if let Ok(req) = crate::protocol::parse_request(data, &limits) {
+        assert!(req.keys.len() <= limits.max_keys);
+        assert!(req.keys.iter().all(|k| k.len() <= limits.max_key_bytes));
+        let mut seen = std::collections::HashSet::new();
+        assert!(req.keys.iter().all(|k| seen.insert(k)), "keys are distinct");
+    }
+}
+
+/// Image references: never panics; an accepted reference prints as one that parses to
+/// itself.
+pub fn image_reference(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(r) = crate::reference::ImageRef::parse(s) {
+        let again =
+            crate::reference::ImageRef::parse(&r.to_string()).expect("normalized form parses");
+        assert_eq!(again, r, "normalization is a fixed point");
+    }
+}
+
+/// Claim keys: never panics.
+pub fn claim_key(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = crate::claims::ClaimKey::parse(s);
+    }
+}
+
+/// Config files: never panics.
+pub fn config(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = Config::parse(s, "fuzz", None);
+    }
+}
+
+/// The published valid cosign signature (containers/image fixtures), compiled in so the
+/// target needs no files.
+const COSIGN_PUB: &[u8] = include_bytes!("../fuzz/fixtures/cosign.pub");
+const COSIGN_PAYLOAD: &[u8] = include_bytes!("../fuzz/fixtures/cosign-payload.json");
+const COSIGN_SIGNATURE: &str = include_str!("../fuzz/fixtures/cosign-signature.b64");
+const COSIGN_DIGEST: &str = include_str!("../fuzz/fixtures/cosign-digest.txt");
+
+/// cosign checks over a mutated payload or signature: "verified" only for the exact
+/// known-good pair. The first byte chooses what the rest replaces.
+pub fn cosign_signature(data: &[u8]) {
+    let Ok(key) = cosign::PublicKey::from_pem("fuzz", COSIGN_PUB) else {
+        return;
+    };
+    let (choice, rest) = data.split_first().unwrap_or((&0, &[]));
+    let mut candidate = cosign::Candidate {
+        payload: COSIGN_PAYLOAD.to_vec(),
+        signature_b64: Some(COSIGN_SIGNATURE.trim().to_string()),
+    };
+    match choice % 3 {
+        0 => candidate.payload = rest.to_vec(),
+        1 => candidate.signature_b64 = Some(String::from_utf8_lossy(rest).into_owned()),
+        _ => {
+            candidate.payload = rest.to_vec();
+            candidate.signature_b64 = None;
+        }
+    }
+    let known_good = candidate.payload == COSIGN_PAYLOAD
+        && candidate.signature_b64.as_deref().map(str::trim) == Some(COSIGN_SIGNATURE.trim());
+    let checked = cosign::check(&candidate, &[key], COSIGN_DIGEST.trim());
+    if checked.failure.is_none() {
+        assert!(known_good, "a mutated cosign signature verified");
+    }
+}
+
+/// Notary Project envelopes (JWS and COSE) against a trust store holding one certificate:
+/// never panics, and never "verified" (no fuzzer can sign with the fixture's key).
+pub fn notation_envelope(data: &[u8]) {
+    let (choice, envelope) = data.split_first().unwrap_or((&0, &[]));
+    let media_type = if choice % 2 == 0 {
+        notation::JWS
+    } else {
+        notation::COSE
+    };
+    let cert = rustls::pki_types::CertificateDer::from(
+        include_bytes!("../fuzz/fixtures/notation-e2e.der").to_vec(),
+    );
+    let verifier = notation::NotationVerifier::trusting(vec![cert]);
+    let target = notation::Target {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        media_type: crate::registry::OCI_MANIFEST.to_string(),
+        size: 1,
+    };
+    let checked = notation::check(
+        media_type,
+        envelope,
+        &verifier,
+        &target,
+        std::time::SystemTime::now(),
+    );
+    assert_ne!(
+        checked.failure, None::<VerdictCode>,
+        "a fuzzed envelope verified"
+    );
+}
