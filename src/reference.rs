@@ -35,9 +35,10 @@ impl ImageRef {
         // registry hosts are case-insensitive, so compare them in lower case.
         let mut registry = r.registry().to_ascii_lowercase();
         let mut repository = r.repository().to_string();
-        // oci-spec recognizes Docker Hub's old name only in lower case; hosts are
-        // case-insensitive, so `Index.Docker.io/alpine` is `docker.io/library/alpine` too.
-        if registry == "index.docker.io" {
+        // oci-spec recognizes Docker Hub's names only in lower case; hosts are
+        // case-insensitive, so `Index.Docker.io/alpine` and `Docker.io/alpine` are
+        // `docker.io/library/alpine` too.
+        if registry == "index.docker.io" || registry == "docker.io" {
             registry = "docker.io".to_string();
             if !repository.contains('/') {
                 repository = format!("library/{repository}");
@@ -126,6 +127,8 @@ mod tests {
         // Found by fuzzing: Docker Hub's old name in another case was not normalized.
         let r = ImageRef::parse("Index.Docker.io/alpine:3").expect("valid");
         assert_eq!(r.to_string(), "docker.io/library/alpine:3");
+        let r = ImageRef::parse("Docker.io/e:4").expect("valid");
+        assert_eq!(r.to_string(), "docker.io/library/e:4");
     }
 
     #[test]
