@@ -80,7 +80,11 @@ pub fn cosign_signature(data: &[u8]) {
     }
     // Whitespace inside the base64 annotation is ignored (as cosign does), so a signature
     // that differs only in whitespace is the same signature.
-    let compact = |s: &str| s.chars().filter(|c| !c.is_ascii_whitespace()).collect::<String>();
+    let compact = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+    };
     let known_good = candidate.payload == COSIGN_PAYLOAD
         && candidate.signature_b64.as_deref().map(compact) == Some(compact(COSIGN_SIGNATURE));
     let checked = cosign::check(&candidate, &[key], COSIGN_DIGEST.trim());
