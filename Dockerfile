@@ -21,6 +21,8 @@ COPY src ./src
 COPY config ./config
 COPY policies ./policies
 COPY benches ./benches
+# Fixtures the fuzz entry points compile in (include_bytes!).
+COPY fuzz/fixtures ./fuzz/fixtures
 # The registry and target caches survive between builds (BuildKit), so a source change
 # recompiles vouch, not its dependencies. --locked: exactly the versions of Cargo.lock.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
