@@ -358,7 +358,6 @@ struct SharedTier {
     redis: crate::redis_conn::RedisConnector,
     /// When the last call failed (connection attempts are spaced by 1 s after a failure).
     last_failure: Mutex<Option<Instant>>,
-    timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -380,7 +379,6 @@ impl SharedTier {
         SharedTier {
             redis: crate::redis_conn::RedisConnector::new(url, timeout),
             last_failure: Mutex::new(None),
-            timeout,
             metrics,
         }
     }
@@ -437,7 +435,7 @@ impl SharedTier {
 
     async fn get(&self, key: &str) -> Option<CachedVerdict> {
         let mut conn = self.connection().await?;
-        let reply = tokio::time::timeout(self.timeout, async {
+        let reply = tokio::time::timeout(self.redis.timeout(), async {
             redis::cmd("GET")
                 .arg(key)
                 .query_async::<Option<Vec<u8>>>(&mut conn)
@@ -483,7 +481,7 @@ impl SharedTier {
         let Ok(bytes) = serde_json::to_vec(&stored) else {
             return;
         };
-        let reply = tokio::time::timeout(self.timeout, async {
+        let reply = tokio::time::timeout(self.redis.timeout(), async {
             redis::cmd("SET")
                 .arg(key)
                 .arg(bytes)

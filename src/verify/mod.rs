@@ -228,7 +228,7 @@ impl VerifyEngine {
         };
         let resolved = match self.resolve(&client, image, budget).await {
             Ok(r) => r,
-            Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name, "")),
+            Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name)),
         };
         let subject = &resolved.descriptor;
         let key = VerdictKey {
@@ -269,18 +269,17 @@ impl VerifyEngine {
         let budget = Instant::now() + self.budget;
         match self.resolve(&client, &image, budget).await {
             Ok(r) => mutate::pinned(key, &r.descriptor.digest),
-            Err(e) => {
-                let (code, why) = match e {
-                    RegistryError::NotFound(why) => (ErrorCode::NotFound, why),
-                    RegistryError::Auth(why) => (ErrorCode::Auth, why),
-                    RegistryError::Tls(why) => (ErrorCode::RegistryTls, why),
-                    RegistryError::Protocol(why) | RegistryError::DigestMismatch(why) => {
-                        (ErrorCode::RegistryProtocol, why)
-                    }
-                    RegistryError::Transient(why) => return Outcome::Transient(why),
-                };
-                Outcome::Error(KeyError::new(code, why))
-            }
+            // Mutation values must be strings, so what verification answers as a verdict
+            // is a per-key error here.
+            Err(e) => match classify(e) {
+                Failure::Verdict(VerdictCode::NotFound, why) => {
+                    Outcome::Error(KeyError::new(ErrorCode::NotFound, why))
+                }
+                Failure::Verdict(_, why) => {
+                    Outcome::Error(KeyError::new(ErrorCode::RegistryProtocol, why))
+                }
+                Failure::Other(outcome) => outcome,
+            },
         }
     }
 
@@ -355,10 +354,7 @@ impl VerifyEngine {
             .await;
         let (cosign_sigs, notation_sigs) = match fetched {
             Ok(f) => f,
-            Err(e) => {
-                let outcome = registry_outcome(e, &reference, &policy.name, &digest);
-                return self.settle(image, outcome);
-            }
+            Err(e) => return self.settle(image, &policy.name, &digest, e),
         };
         let now = std::time::SystemTime::now();
         let target = notation::Target {
@@ -431,29 +427,34 @@ impl VerifyEngine {
         Ok(CachedVerdict::new(report, ttl))
     }
 
-    /// Sorts an outcome reached while fetching signatures: a verdict is cached like any
-    /// other (failed TTL), anything else is handed back uncached.
-    fn settle(&self, image: &ImageRef, outcome: Outcome) -> Result<CachedVerdict, Outcome> {
-        match outcome {
-            Outcome::Value(v) => match v.parse::<Report>() {
-                Ok(report) => {
-                    self.metrics.verification(VerificationOutcome::Failed);
-                    let ttl = ttl_for(
-                        report.verified,
-                        None,
-                        std::time::SystemTime::now(),
-                        &self.cache_config,
-                    );
-                    Ok(CachedVerdict::new(report, ttl))
-                }
-                Err(_) => Err(Outcome::Value(v)),
-            },
-            Outcome::Transient(why) => {
+    /// Sorts a registry failure met while fetching signatures: a verdict is cached like
+    /// any other failed verdict, anything else is handed back uncached.
+    fn settle(
+        &self,
+        image: &ImageRef,
+        policy: &str,
+        digest: &str,
+        e: RegistryError,
+    ) -> Result<CachedVerdict, Outcome> {
+        match classify(e) {
+            Failure::Verdict(code, reason) => {
+                self.metrics.verification(VerificationOutcome::Failed);
+                let mut report = Report::failed(&image.to_string(), policy, code, reason);
+                report.digest = digest.to_string();
+                let ttl = ttl_for(
+                    false,
+                    None,
+                    std::time::SystemTime::now(),
+                    &self.cache_config,
+                );
+                Ok(CachedVerdict::new(report, ttl))
+            }
+            Failure::Other(Outcome::Transient(why)) => {
                 self.metrics.verification(VerificationOutcome::Transient);
                 self.caches.note_transient(image.registry());
                 Err(Outcome::Transient(why))
             }
-            other => {
+            Failure::Other(other) => {
                 self.metrics.verification(VerificationOutcome::Error);
                 Err(other)
             }
@@ -671,22 +672,33 @@ fn combine(require: Require, results: Vec<VerifierResult>) -> Result<(), (Verdic
         .unwrap_or((VerdictCode::Unsigned, "the policy has no verifier".into())))
 }
 
-/// Maps a registry failure to its outcome class (SPEC §1).
-fn registry_outcome(e: RegistryError, reference: &str, policy: &str, digest: &str) -> Outcome {
-    let verdict = |code, reason: String| {
-        let mut r = Report::failed(reference, policy, code, reason);
-        r.digest = digest.to_string();
-        Outcome::Value(r.to_json())
-    };
+/// A registry failure sorted into SPEC §1's classes.
+enum Failure {
+    /// The registry's answer settles the key: a failed verdict with this code and reason.
+    Verdict(VerdictCode, String),
+    /// A per-key error or a transient failure.
+    Other(Outcome),
+}
+
+fn classify(e: RegistryError) -> Failure {
+    let error = |code, why| Failure::Other(Outcome::Error(KeyError::new(code, why)));
     match e {
-        RegistryError::NotFound(why) => verdict(VerdictCode::NotFound, why),
-        RegistryError::DigestMismatch(why) => verdict(VerdictCode::DigestMismatch, why),
-        RegistryError::Auth(why) => Outcome::Error(KeyError::new(ErrorCode::Auth, why)),
-        RegistryError::Protocol(why) => {
-            Outcome::Error(KeyError::new(ErrorCode::RegistryProtocol, why))
+        RegistryError::NotFound(why) => Failure::Verdict(VerdictCode::NotFound, why),
+        RegistryError::DigestMismatch(why) => Failure::Verdict(VerdictCode::DigestMismatch, why),
+        RegistryError::Auth(why) => error(ErrorCode::Auth, why),
+        RegistryError::Protocol(why) => error(ErrorCode::RegistryProtocol, why),
+        RegistryError::Tls(why) => error(ErrorCode::RegistryTls, why),
+        RegistryError::Transient(why) => Failure::Other(Outcome::Transient(why)),
+    }
+}
+
+/// A registry failure as the answer for `reference`.
+fn registry_outcome(e: RegistryError, reference: &str, policy: &str) -> Outcome {
+    match classify(e) {
+        Failure::Verdict(code, reason) => {
+            Outcome::Value(Report::failed(reference, policy, code, reason).to_json())
         }
-        RegistryError::Tls(why) => Outcome::Error(KeyError::new(ErrorCode::RegistryTls, why)),
-        RegistryError::Transient(why) => Outcome::Transient(why),
+        Failure::Other(outcome) => outcome,
     }
 }
 

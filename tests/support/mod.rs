@@ -357,6 +357,32 @@ pub async fn ops_get(addr: SocketAddr, path: &str) -> Reply {
         .expect("ops request timed out")
 }
 
+/// Polls `ready` every 20 ms for a freshly spawned server process: `true` once it answers,
+/// `false` when the process exited first (e.g. its port was taken), and a panic showing
+/// `log()` when it neither answers nor exits within [`STEP`].
+pub fn wait_for_child(
+    child: &mut Option<std::process::Child>,
+    mut ready: impl FnMut() -> bool,
+    what: &str,
+    log: impl Fn() -> String,
+) -> bool {
+    let until = std::time::Instant::now() + STEP;
+    while std::time::Instant::now() < until {
+        // A child we cannot poll is as good as gone.
+        let exited = child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+        if exited {
+            return false;
+        }
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not answer:\n{}", log());
+}
+
 /// Polls `check` every 50 ms until it returns true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where

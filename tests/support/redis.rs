@@ -7,11 +7,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::STEP;
+use super::{STEP, wait_for_child};
 
 /// How often a port is picked again when Redis exits before answering (another process
 /// took the port between our pick and its bind).
@@ -173,31 +173,15 @@ impl RedisServer {
         self.child = Some(child);
     }
 
-    /// Polls `PING` until Redis answers `+PONG`. False when the child exited first; panics
-    /// (and drop kills the child) when it neither answers nor exits within [`STEP`].
+    /// Polls `PING` until Redis answers `+PONG` (see [`wait_for_child`]).
     fn wait_ready(&mut self) -> bool {
-        let until = Instant::now() + STEP;
-        while Instant::now() < until {
-            if self.exited() {
-                return false;
-            }
-            if ping(self.addr) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on {} did not answer PING:\n{}",
-            self.addr,
-            self.log()
-        );
-    }
-
-    fn exited(&mut self) -> bool {
-        // A child we cannot poll is as good as gone.
-        self.child
-            .as_mut()
-            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+        let (addr, log_path) = (self.addr, self.dir.path().join("redis.log"));
+        wait_for_child(
+            &mut self.child,
+            || ping(addr),
+            &format!("redis-server on {addr}"),
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+        )
     }
 }
 

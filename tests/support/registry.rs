@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine as _;
@@ -19,7 +19,7 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde_json::json;
 
-use super::STEP;
+use super::{STEP, wait_for_child};
 
 /// The user of [`Registry::start_with_basic_auth`].
 pub const USER: &str = "alice";
@@ -172,32 +172,18 @@ impl Registry {
         }
     }
 
-    /// Polls `GET /v2/` until it answers 200 or 401. False when the child exited first;
-    /// panics (and drop kills the child) when it neither answers nor exits within [`STEP`].
+    /// Polls `GET /v2/` until it answers (see [`wait_for_child`]). A TLS registry answers the
+    /// plain-HTTP probe with 400: alive all the same.
     fn wait_ready(&mut self) -> bool {
-        let until = Instant::now() + STEP;
-        while Instant::now() < until {
-            if self.exited() {
-                return false;
-            }
-            // A TLS registry answers a plain-HTTP probe with 400: alive all the same.
-            if matches!(probe(self.addr), Some(200 | 400 | 401)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "docker-registry on {} did not answer /v2/:\n{}",
-            self.host,
-            self.server_log()
-        );
-    }
-
-    fn exited(&mut self) -> bool {
-        // A child we cannot poll is as good as gone.
-        self.child
-            .as_mut()
-            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+        let addr = self.addr;
+        let what = format!("docker-registry on {}", self.host);
+        let log_path = self.dir.path().join("registry.log");
+        wait_for_child(
+            &mut self.child,
+            || matches!(probe(addr), Some(200 | 400 | 401)),
+            &what,
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+        )
     }
 
     /// Kills the registry and reaps it. Safe to call more than once.
