@@ -93,6 +93,24 @@ impl HandshakeFailure {
     }
 }
 
+/// What a connection closed to make room for a newcomer at the cap was doing, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedPhase {
+    Handshake,
+    NoRequest,
+    Idle,
+}
+
+impl ShedPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShedPhase::Handshake => "handshake",
+            ShedPhase::NoRequest => "no_request",
+            ShedPhase::Idle => "idle",
+        }
+    }
+}
+
 /// Which cache an event is about, as a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {
@@ -145,6 +163,7 @@ pub struct Metrics {
     handshake_failures: IntCounterVec,
     tls_reloads: IntCounterVec,
     connections_open: IntGauge,
+    connections_shed: IntCounterVec,
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     cache_coalesced: IntCounterVec,
@@ -152,6 +171,7 @@ pub struct Metrics {
     registry_requests: IntCounterVec,
     redis_errors: prometheus::IntCounter,
     config_reloads: IntCounterVec,
+    runtime_tasks: IntGauge,
 }
 
 impl Metrics {
@@ -216,6 +236,12 @@ impl Metrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
         };
+        let connections_shed = counter(
+            "vouch_connections_shed_total",
+            "Connections closed at the connection cap to make room for a new client, by what \
+             they were doing.",
+            &["phase"],
+        );
         let cache_hits = counter(
             "vouch_cache_hits_total",
             "Cache lookups answered from the cache.",
@@ -251,8 +277,20 @@ impl Metrics {
             "Failed or timed-out calls to the shared Redis tier.",
         )
         .expect("valid metric");
+        let runtime_tasks = IntGauge::new(
+            "vouch_runtime_alive_tasks",
+            "Tasks alive in the async runtime (connections, requests, background verifications); \
+             back to its idle level when the load stops, or tasks are leaking.",
+        )
+        .expect("valid metric");
+        // Open file descriptors, resident memory, threads and CPU of this process, from
+        // /proc: with the task gauge, what a soak or fault campaign watches for leaks.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
         for c in [
-            Box::new(cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(process) as Box<dyn prometheus::core::Collector>,
+            Box::new(runtime_tasks.clone()),
+            Box::new(connections_shed.clone()),
+            Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(cache_coalesced.clone()),
             Box::new(verifications.clone()),
@@ -278,6 +316,7 @@ impl Metrics {
             handshake_failures,
             tls_reloads,
             connections_open,
+            connections_shed,
             cache_hits,
             cache_misses,
             cache_coalesced,
@@ -285,6 +324,7 @@ impl Metrics {
             registry_requests,
             redis_errors,
             config_reloads,
+            runtime_tasks,
         }
     }
 
@@ -355,6 +395,12 @@ impl Metrics {
         GaugeGuard(self.connections_open.clone())
     }
 
+    pub fn connection_shed(&self, phase: ShedPhase) {
+        self.connections_shed
+            .with_label_values(&[phase.as_str()])
+            .inc();
+    }
+
     pub fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures
             .with_label_values(&[why.as_str()])
@@ -369,6 +415,10 @@ impl Metrics {
 
     /// The text exposition format (`text/plain; version=0.0.4`).
     pub fn encode(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which we never build.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
@@ -427,5 +477,28 @@ mod tests {
             text.contains("vouch_tls_handshake_failures_total{reason=\"no_client_cert\"} 1"),
             "{text}"
         );
+        assert!(text.contains("process_open_fds "), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn runtime_tasks_are_counted() {
+        let m = Metrics::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let before = tasks(&m.encode());
+        let task = tokio::spawn(async move {
+            let _ = rx.await;
+        });
+        assert_eq!(tasks(&m.encode()), before + 1.0);
+        let _ = tx.send(());
+        let _ = task.await;
+        assert_eq!(tasks(&m.encode()), before);
+    }
+
+    fn tasks(text: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("vouch_runtime_alive_tasks "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
     }
 }
