@@ -3,7 +3,8 @@
 //! The major components, in the order a request meets them:
 //!
 //! - [`server`]: the provider listener — TCP accept, TLS 1.3 (mTLS with the Gatekeeper CA),
-//!   HTTP/1.1 connections with named timeouts and a connection cap, routing.
+//!   HTTP/1.1 connections with named timeouts and a connection cap ([`slots`]: who gives
+//!   way when it is reached), routing.
 //! - [`tls`]: certificate, key and client CA loading and hot reload; the development
 //!   certificate generated when none is configured.
 //! - [`exchange`]: one ExternalData exchange — bounded body, distinct keys, per-key fan-out
@@ -45,5 +46,6 @@ pub mod reference;
 pub mod registry;
 pub mod server;
 pub mod shutdown;
+pub mod slots;
 pub mod tls;
 pub mod verify;

@@ -1,8 +1,9 @@
 //! The provider listener: TCP accept loop, TLS handshakes, HTTP/1.1 connections, routing.
 //!
 //! Every bound here is a named value from [`ServerTuning`]: at most `maxConnections`
-//! connections (the accept loop waits for a free slot, so excess clients queue in the
-//! kernel backlog instead of costing memory), `handshakeTimeout` for TLS,
+//! connections (at the cap the least useful connection gives way, see [`crate::slots`];
+//! when all are serving, the accept loop waits and excess clients queue in the kernel
+//! backlog instead of costing memory), `handshakeTimeout` for TLS,
 //! `headerReadTimeout` for a request head (counted from the handshake or from the first
 //! byte after the previous response), `idleTimeout` between requests on a keep-alive
 //! connection. hyper's own header timeout is not used: it also runs while a keep-alive
@@ -25,7 +26,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,7 @@ use crate::config::ServerTuning;
 use crate::exchange::Exchange;
 use crate::metrics::{Endpoint, HandshakeFailure, Metrics, RequestOutcome};
 use crate::protocol::ProviderResponse;
+use crate::slots::{Phase, Slot, Slots};
 use crate::tls::TlsState;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
@@ -122,14 +123,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(tuning.max_connections));
+    let slots = Slots::new(tuning.max_connections, metrics.clone());
     let tracker = TaskTracker::new();
     let tuning = Arc::new(tuning);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -140,6 +137,10 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = shutdown.cancelled() => break,
+        };
+        let slot = tokio::select! {
+            s = slots.acquire() => s,
             _ = shutdown.cancelled() => break,
         };
         let Some(config) = tls.current() else {
@@ -155,8 +156,7 @@ pub async fn serve(
         };
         tracker.spawn(
             async move {
-                let _permit = permit;
-                conn.run(tcp, TlsAcceptor::from(config)).await;
+                conn.run(tcp, TlsAcceptor::from(config), slot).await;
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -182,10 +182,17 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, tcp: tokio::net::TcpStream, acceptor: TlsAcceptor) {
+    async fn run(self, tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, slot: Slot) {
         let handshake =
             tokio::time::timeout(self.tuning.handshake_timeout.get(), acceptor.accept(tcp));
-        let stream = match handshake.await {
+        let handshake = tokio::select! {
+            r = handshake => r,
+            _ = slot.state.shed() => {
+                tracing::debug!("closed in the TLS handshake to make room at the connection cap");
+                return;
+            }
+        };
+        let stream = match handshake {
             Err(_) => {
                 self.metrics.handshake_failed(HandshakeFailure::Timeout);
                 tracing::debug!("TLS handshake timed out");
@@ -200,6 +207,8 @@ impl Connection {
             Ok(Ok(s)) => s,
         };
         let _open = self.metrics.connection_open();
+        let slot = Arc::new(slot);
+        slot.set_phase(Phase::AwaitingRequest);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
             inner: stream,
@@ -207,13 +216,17 @@ impl Connection {
         });
         let app = self.app.clone();
         let svc_activity = activity.clone();
+        let svc_slot = slot.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
             let activity = svc_activity.clone();
+            let slot = svc_slot.clone();
             activity.request_started();
+            slot.set_phase(Phase::Serving);
             async move {
                 let resp = app.oneshot(req.map(Body::new)).await;
                 activity.request_finished();
+                slot.set_phase(Phase::Idle);
                 resp.map_err(|never: Infallible| match never {})
             }
         });
@@ -239,6 +252,16 @@ impl Connection {
                 _ = self.shutdown.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                _ = slot.state.shed(), if !closing => {
+                    if activity.serving() {
+                        // Chosen just as a request arrived: finish it, then close.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else {
+                        tracing::debug!("closed to make room at the connection cap");
+                        return;
+                    }
                 }
                 _ = tokio::time::sleep_until(wake.at), if !closing => {
                     match activity.expired(header_timeout, idle_timeout) {
@@ -328,6 +351,10 @@ impl Activity {
     fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(NONE, Ordering::Release);
+    }
+
+    fn serving(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     fn request_finished(&self) {

@@ -1,5 +1,6 @@
 //! Connection-level bounds of the provider listener: header-read timeout (also against a
-//! trickling client), idle keep-alive timeout, and the connection cap.
+//! trickling client), idle keep-alive timeout, and the connection cap (who gives way at it,
+//! and waiting when every slot is serving).
 
 mod support;
 
@@ -115,17 +116,81 @@ fn provider_post(body: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
+async fn at_the_cap_the_oldest_connection_without_a_request_gives_way() {
     let v = Vouch::start(&format!("server: {{maxConnections: 2}}\n{ALLOW}")).await;
-    let mut a = v.connect().await;
-    let _b = v.connect().await;
+    // The oldest: a TCP connection that never starts its TLS handshake.
+    let mut silent = tokio::net::TcpStream::connect(v.running.provider_addr)
+        .await
+        .expect("tcp");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A keep-alive client that has been served and now idles.
+    let mut idle = v.connect().await;
     assert_eq!(
-        a.post("/v1/verify", provider_request(&["nginx"]))
+        idle.post("/v1/verify", provider_request(&["nginx"]))
             .await
             .map(|r| r.status),
         Ok(200)
     );
-    // The third client is not served while two connections are open.
+    // A newcomer at the cap is served at once, in the silent connection's slot.
+    let started = Instant::now();
+    let mut newcomer = tokio::time::timeout(STEP, v.connect())
+        .await
+        .expect("newcomer connects");
+    assert_eq!(
+        newcomer
+            .post("/v1/verify", provider_request(&["nginx"]))
+            .await
+            .map(|r| r.status),
+        Ok(200)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "newcomer waited {:?}, as if for the 5 s handshake timeout",
+        started.elapsed()
+    );
+    let took = time_until_closed(&mut silent).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "silent connection kept {took:?}"
+    );
+    // The idle keep-alive client was not the one to give way.
+    assert_eq!(
+        idle.post("/v1/verify", provider_request(&["nginx"]))
+            .await
+            .map(|r| r.status),
+        Ok(200)
+    );
+    let metrics = ops_get(v.running.ops_addr, "/metrics").await.text();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "vouch_connections_shed_total{phase=\"handshake\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn when_every_slot_is_serving_a_new_client_waits_for_one() {
+    let v = Vouch::start(&format!(
+        "deadline: 1500ms\nserver: {{maxConnections: 2}}\n{ALLOW}"
+    ))
+    .await;
+    // Two requests whose bodies never finish arriving: both slots are serving until the
+    // deadline answers them.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = tls_stream(v.running.provider_addr, v.gatekeeper_client())
+            .await
+            .expect("tls");
+        s.write_all(b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+            .await
+            .expect("write head");
+        s.flush().await.expect("flush");
+        busy.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let third = tokio::spawn({
         let addr = v.running.provider_addr;
         let config = v.gatekeeper_client();
@@ -139,9 +204,20 @@ async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !third.is_finished(),
-        "third connection served beyond the cap"
+        "a serving connection was closed for a newcomer"
     );
-    drop(a);
+    // Each busy request is answered (a systemError for the unfinished body) at its deadline.
+    for s in &mut busy {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .expect("answered at the deadline")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("systemError"), "{text}");
+    }
+    drop(busy);
     let r = tokio::time::timeout(STEP, third)
         .await
         .expect("served once a slot frees");
