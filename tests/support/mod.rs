@@ -634,3 +634,89 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// vouch as a child process of the test, with a fresh PKI and `yaml` in a temp dir: for
+/// tests that watch the process itself (its tasks, file descriptors and memory on
+/// `/metrics`) without the test's own clients and servers mixed in.
+pub struct VouchProcess {
+    pub served: Served,
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+}
+
+impl VouchProcess {
+    pub async fn start(yaml: &str) -> VouchProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new();
+        pki.write(dir.path());
+        Vouch::config(dir.path(), yaml);
+        let config = dir.path().join("vouch.yaml");
+        let served = Served::spawn(
+            env!("CARGO_BIN_EXE_vouch"),
+            &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        );
+        let ops = served.ops;
+        assert!(
+            eventually(STEP, || async move {
+                ops_get(ops, "/readyz").await.status == 200
+            })
+            .await,
+            "vouch did not become ready"
+        );
+        VouchProcess { served, dir, pki }
+    }
+
+    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
+        client_config(
+            &self.pki.server_ca.cert_pem,
+            Some(&self.pki.gatekeeper),
+            Versions::Tls13,
+        )
+    }
+
+    pub async fn connect(&self) -> Conn {
+        Conn::open(self.served.provider, self.gatekeeper_client())
+            .await
+            .expect("gatekeeper client connects")
+    }
+
+    /// One `/v1/verify` request on a fresh connection; HTTP 200 expected.
+    pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
+        let reply = self
+            .connect()
+            .await
+            .post("/v1/verify", provider_request(keys))
+            .await
+            .expect("request");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    }
+
+    /// One metric from the process's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&ops_get(self.served.ops, "/metrics").await.text(), name)
+    }
+
+    /// Alive runtime tasks and open file descriptors: what comes back to its idle level
+    /// after load, unless something leaks.
+    pub async fn footprint(&self) -> (f64, f64) {
+        let text = ops_get(self.served.ops, "/metrics").await.text();
+        (
+            metric_value(&text, "vouch_runtime_alive_tasks"),
+            metric_value(&text, "process_open_fds"),
+        )
+    }
+
+    /// Waits (bounded) until tasks and file descriptors are back to `baseline` or below;
+    /// returns the last reading.
+    pub async fn settles_to(&self, baseline: (f64, f64), within: Duration) -> (f64, f64) {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let now = self.footprint().await;
+            if (now.0 <= baseline.0 && now.1 <= baseline.1) || std::time::Instant::now() > until {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
