@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use rcgen::ExtendedKeyUsagePurpose;
@@ -106,23 +105,6 @@ async fn clients_without_a_valid_gatekeeper_certificate_are_refused() {
 
     // The right certificate still works after all that.
     assert_eq!(attempt(&v, v.gatekeeper_client()).await, Ok(200));
-}
-
-/// Lays out a secret volume: `dir/..data -> ..<gen>/`, `dir/<file> -> ..data/<file>`.
-fn write_secret_generation(dir: &Path, generation: &str, pki: &Pki) {
-    let data = dir.join(format!("..{generation}"));
-    pki.write(&data);
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(format!("..{generation}"), &tmp).expect("symlink");
-    // rename(2) over the old link: the atomic swap kubelet performs.
-    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
-    for f in ["tls.crt", "tls.key", "ca.crt"] {
-        let link = dir.join(f);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{f}"), &link).expect("file link");
-        }
-    }
 }
 
 #[tokio::test]

@@ -168,6 +168,25 @@ impl Pki {
     }
 }
 
+/// Lays out a secret volume the way kubelet updates one: `dir/..<generation>/` holds the
+/// files of [`Pki::write`], `dir/..data` links to it (swapped with an atomic rename), and
+/// `dir/<file>` links to `..data/<file>`.
+pub fn write_secret_generation(dir: &Path, generation: &str, pki: &Pki) {
+    let data = dir.join(format!("..{generation}"));
+    pki.write(&data);
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{generation}"), &tmp).expect("symlink");
+    // rename(2) over the old link: the atomic swap kubelet performs.
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        let link = dir.join(f);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{f}"), &link).expect("file link");
+        }
+    }
+}
+
 impl Default for Pki {
     fn default() -> Self {
         Pki::new()
