@@ -426,18 +426,22 @@ impl RegistryClient {
         reference: &str,
         budget: Instant,
     ) -> Result<Manifest, RegistryError> {
-        let resp = self
-            .fetch_manifest(reqwest::Method::GET, repo, reference, budget)
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let (headers, bytes) = self
+            .fetch_body(
+                &url,
+                repo,
+                MANIFEST_TYPES,
+                (self.limits.max_manifest_bytes, "manifest"),
+                budget,
+                || format!("manifest {repo}:{reference} not found in {}", self.host),
+            )
             .await?;
-        let headers = resp.headers().clone();
         let media_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let bytes = self
-            .read_bounded(resp, self.limits.max_manifest_bytes, "manifest", budget)
-            .await?;
         let actual = sha256_digest(&bytes);
         let expected = if is_sha256_digest(reference) {
             Some(reference.to_string())
@@ -475,13 +479,15 @@ impl RegistryClient {
             )));
         }
         let url = format!("{}/v2/{repo}/blobs/{digest_ref}", self.base);
-        let resp = self
-            .fetch_ok(reqwest::Method::GET, &url, repo, "*/*", budget, || {
-                format!("blob {digest_ref} not found in {}/{repo}", self.host)
-            })
-            .await?;
-        let bytes = self
-            .read_bounded(resp, max.min(self.limits.max_blob_bytes), "blob", budget)
+        let (_, bytes) = self
+            .fetch_body(
+                &url,
+                repo,
+                "*/*",
+                (max.min(self.limits.max_blob_bytes), "blob"),
+                budget,
+                || format!("blob {digest_ref} not found in {}/{repo}", self.host),
+            )
             .await?;
         let actual = sha256_digest(&bytes);
         if actual != digest_ref {
@@ -517,13 +523,46 @@ impl RegistryClient {
         repo: &str,
         accept: &str,
         budget: Instant,
-        not_found: impl FnOnce() -> String,
+        not_found: impl Fn() -> String,
     ) -> Result<reqwest::Response, RegistryError> {
         let resp = self.send(method, url, repo, accept, budget).await?;
         match resp.status() {
             StatusCode::OK => Ok(resp),
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound(not_found())),
             s => Err(self.unexpected(s, url)),
+        }
+    }
+
+    /// `GET` of `url` and its body, bounded by `limit` (bytes, and what it is for errors).
+    /// A body broken off mid-way (a reset, a close before `Content-Length`) is fetched again
+    /// with the same backoff as a failed request, while `budget` allows: registries and
+    /// their load balancers drop connections mid-response, and a retry usually succeeds.
+    async fn fetch_body(
+        &self,
+        url: &str,
+        repo: &str,
+        accept: &str,
+        (max, what): (usize, &str),
+        budget: Instant,
+        not_found: impl Fn() -> String,
+    ) -> Result<(HeaderMap, Bytes), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .fetch_ok(reqwest::Method::GET, url, repo, accept, budget, &not_found)
+                .await?;
+            let headers = resp.headers().clone();
+            match self.read_bounded(resp, max, what, budget).await {
+                Ok(bytes) => return Ok((headers, bytes)),
+                Err(RegistryError::Transient(why)) => {
+                    if !self.backoff(attempt, None, budget).await {
+                        return Err(RegistryError::Transient(why));
+                    }
+                    tracing::debug!(registry = %self.host, %why, "body broken off; fetching again");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
