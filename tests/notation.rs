@@ -333,3 +333,57 @@ async fn cosign_and_notation_together_follow_require() {
     assert_code(&value(&all, &key("cosign-only")).await, "unsigned");
     assert_code(&value(&all, &key("notation-only")).await, "unsigned");
 }
+
+/// The referrers path through the HTTP fault proxy: a referrers page or an envelope whose
+/// body breaks off once is fetched again; one that always breaks is a `systemError`; an
+/// altered envelope is a `digest-mismatch` verdict, never verified.
+#[tokio::test]
+async fn referrers_path_under_registry_faults() {
+    use support::faults::{Fault, FaultProxy, Rule};
+    let server = LayoutServer::start(
+        vec![
+            ("notation/a".into(), fixture("e2e-valid-signature")),
+            ("notation/b".into(), fixture("e2e-valid-signature")),
+            ("notation/c".into(), fixture("e2e-valid-signature")),
+            ("notation/d".into(), fixture("e2e-valid-signature")),
+        ],
+        ServerOptions {
+            tag_schema: false,
+            page_size: None,
+        },
+    )
+    .await;
+    let proxy = FaultProxy::start(server.addr).await;
+    let v = Vouch::start(&format!(
+        "cache: {{registryBackoff: 0s}}\n{}",
+        notation_policy(&proxy.host, &[localkey("e2e.crt")], E2E_IDENTITY, true)
+    ))
+    .await;
+    let key = |repo: &str| format!("{}/notation/{repo}:v1", proxy.host);
+
+    proxy.on(Rule::path("GET", "/notation/a/referrers/", Fault::ResetMidBody).times(1));
+    proxy.on(Rule::path("GET", "/notation/a/blobs/", Fault::Truncate).times(1));
+    let a = value(&v, &key("a")).await;
+    assert_eq!(a["verified"], true, "{a}");
+
+    proxy.on(Rule::path(
+        "GET",
+        "/notation/b/referrers/",
+        Fault::ResetMidBody,
+    ));
+    let b = v.verify(&[&key("b")]).await;
+    assert!(
+        b["response"]["systemError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&key("b"))),
+        "{b}"
+    );
+
+    proxy.on(Rule::path("GET", "/notation/c/blobs/", Fault::Corrupt));
+    assert_code(&value(&v, &key("c")).await, "digest-mismatch");
+
+    // Faults on other repositories left this one alone.
+    assert_eq!(value(&v, &key("d")).await["verified"], true);
+    let faulted = proxy.log().iter().filter(|s| s.fault.is_some()).count();
+    assert!(faulted >= 4, "{:#?}", proxy.log());
+}

@@ -382,23 +382,33 @@ impl RegistryClient {
         );
         let mut found = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self
-                .send(reqwest::Method::GET, &url, repo, OCI_INDEX, budget)
-                .await?;
-            match resp.status() {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND if found.is_empty() => return Ok(None),
-                s => return Err(self.unexpected(s, &url)),
-            }
-            let next = next_link(resp.headers(), &self.base);
-            let body = self
-                .read_bounded(
-                    resp,
-                    self.limits.max_manifest_bytes,
-                    "referrers index",
-                    budget,
-                )
-                .await?;
+            // A page whose body breaks off is fetched again, as in `fetch_body`.
+            let mut attempt = 0;
+            let (next, body) = loop {
+                attempt += 1;
+                let resp = self
+                    .send(reqwest::Method::GET, &url, repo, OCI_INDEX, budget)
+                    .await?;
+                match resp.status() {
+                    StatusCode::OK => {}
+                    StatusCode::NOT_FOUND if found.is_empty() => return Ok(None),
+                    s => return Err(self.unexpected(s, &url)),
+                }
+                let next = next_link(resp.headers(), &self.base);
+                let limit = self.limits.max_manifest_bytes;
+                match self
+                    .read_bounded(resp, limit, "referrers index", budget)
+                    .await
+                {
+                    Ok(body) => break (next, body),
+                    Err(RegistryError::Transient(why)) => {
+                        if !self.backoff(attempt, None, budget).await {
+                            return Err(RegistryError::Transient(why));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let parsed: Index = serde_json::from_slice(&body).map_err(|e| {
                 RegistryError::Protocol(format!(
                     "referrers of {digest} in {}/{repo} are not an OCI index: {e}",
