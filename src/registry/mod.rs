@@ -86,6 +86,13 @@ struct Index {
     manifests: Vec<Descriptor>,
 }
 
+/// The descriptors of an OCI index (a referrers page or a tag-schema index) that may be
+/// artifacts of `artifact_type`.
+pub fn parse_index(bytes: &[u8], artifact_type: &str) -> Result<Vec<Descriptor>, String> {
+    let parsed: Index = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(filter_artifacts(parsed.manifests, artifact_type))
+}
+
 /// Keeps descriptors of `artifact_type`; descriptors that do not say their type are kept
 /// too (the manifest itself is checked later).
 fn filter_artifacts(all: Vec<Descriptor>, artifact_type: &str) -> Vec<Descriptor> {
@@ -99,8 +106,8 @@ fn filter_artifacts(all: Vec<Descriptor>, artifact_type: &str) -> Vec<Descriptor
 }
 
 /// The `rel="next"` target of a `Link` header, made absolute against the registry's base
-/// URL; only same-host links are followed.
-fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
+/// URL; only links to the same scheme, host and port are followed.
+pub fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
     let part = link
         .split(',')
@@ -108,7 +115,10 @@ fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
     let target = part.split_once('<')?.1.split_once('>')?.0.trim();
     let base_url = reqwest::Url::parse(base).ok()?;
     let url = base_url.join(target).ok()?;
-    (host_port(&url) == host_port(&base_url)).then(|| url.to_string())
+    // Same scheme too: an `http://` link from an HTTPS registry would send the next request,
+    // credentials included, in clear text.
+    (url.scheme() == base_url.scheme() && host_port(&url) == host_port(&base_url))
+        .then(|| url.to_string())
 }
 
 /// A fetched manifest, hash-checked.
@@ -351,13 +361,12 @@ impl RegistryClient {
             Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let parsed: Index = serde_json::from_slice(&index.bytes).map_err(|e| {
+        parse_index(&index.bytes, artifact_type).map_err(|e| {
             RegistryError::Protocol(format!(
                 "referrers tag {tag} in {}/{repo} is not an OCI index: {e}",
                 self.host
             ))
-        })?;
-        Ok(filter_artifacts(parsed.manifests, artifact_type))
+        })
     }
 
     fn remember_referrers_api(&self, supported: bool) {
@@ -409,13 +418,12 @@ impl RegistryClient {
                     Err(e) => return Err(e),
                 }
             };
-            let parsed: Index = serde_json::from_slice(&body).map_err(|e| {
+            found.extend(parse_index(&body, artifact_type).map_err(|e| {
                 RegistryError::Protocol(format!(
                     "referrers of {digest} in {}/{repo} are not an OCI index: {e}",
                     self.host
                 ))
-            })?;
-            found.extend(filter_artifacts(parsed.manifests, artifact_type));
+            })?);
             match next {
                 Some(n) => url = n,
                 None => return Ok(Some(found)),
@@ -986,6 +994,17 @@ mod tests {
             next_link(&h, base),
             None,
             "links to other hosts are not followed"
+        );
+        h.insert(
+            reqwest::header::LINK,
+            "<http://r.io:5000/v2/a/referrers/sha256:x?last=y>; rel=\"next\""
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            next_link(&h, "https://r.io:5000"),
+            None,
+            "no downgrade from HTTPS to HTTP on the same host"
         );
     }
 

@@ -9,6 +9,7 @@
 pub mod cosign;
 pub mod notation;
 mod report;
+pub mod signature_manifest;
 
 pub use report::{Checked, Report, SignatureReport, VerdictCode, signatures_verdict};
 
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::config::{Action, Config, Require, Verifier};
@@ -31,6 +31,7 @@ use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey, ttl_for}
 use crate::config::CacheConfig;
 use crate::metrics::{Metrics, VerificationOutcome};
 use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
+use signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -117,22 +118,6 @@ pub struct VerifyEngine {
     /// replicas with the same config share verdicts through Redis.
     generation: u64,
     metrics: Arc<Metrics>,
-}
-
-/// The parts of a signature manifest vouch reads.
-#[derive(Deserialize)]
-struct SignatureManifest {
-    #[serde(default)]
-    layers: Vec<Layer>,
-}
-
-#[derive(Deserialize)]
-struct Layer {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
 }
 
 impl VerifyEngine {
@@ -503,15 +488,6 @@ impl VerifyEngine {
         subject: &Descriptor,
         budget: Instant,
     ) -> Result<Vec<Fetched<(String, Vec<u8>)>>, RegistryError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct SigManifest {
-            artifact_type: Option<String>,
-            config: Option<Descriptor>,
-            #[serde(default)]
-            layers: Vec<Descriptor>,
-            subject: Option<Descriptor>,
-        }
         let unusable = |why: String, code| Err(Checked::failed("notation", "", code, why));
         let found = client
             .referrers(repo, &subject.digest, notation::ARTIFACT_TYPE, budget)
@@ -519,43 +495,14 @@ impl VerifyEngine {
         let mut out = Vec::new();
         for d in found.into_iter().take(self.max_signatures) {
             let m = client.manifest(repo, &d.digest, budget).await?;
-            let Ok(sig) = serde_json::from_slice::<SigManifest>(&m.bytes) else {
-                out.push(unusable(
-                    format!("signature manifest {} is not an OCI manifest", d.digest),
-                    VerdictCode::InvalidSignature,
-                ));
-                continue;
+            let layer = match notary_manifest(&m.bytes, &d.digest, &subject.digest) {
+                NotaryManifest::NotNotary => continue,
+                NotaryManifest::Unusable(why, code) => {
+                    out.push(unusable(why, code));
+                    continue;
+                }
+                NotaryManifest::Envelope(layer) => layer,
             };
-            let is_notary = sig.artifact_type.as_deref() == Some(notation::ARTIFACT_TYPE)
-                || sig.config.as_ref().map(|c| c.media_type.as_str())
-                    == Some(notation::ARTIFACT_TYPE);
-            if !is_notary {
-                continue;
-            }
-            if sig.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject.digest.as_str()) {
-                out.push(unusable(
-                    format!("signature manifest {} has another subject", d.digest),
-                    VerdictCode::DigestMismatch,
-                ));
-                continue;
-            }
-            let [layer] = sig.layers.as_slice() else {
-                out.push(unusable(
-                    format!(
-                        "signature manifest {} must have exactly one layer",
-                        d.digest
-                    ),
-                    VerdictCode::InvalidSignature,
-                ));
-                continue;
-            };
-            if layer.media_type != notation::JWS && layer.media_type != notation::COSE {
-                out.push(unusable(
-                    format!("envelope type {:?} is not supported", layer.media_type),
-                    VerdictCode::InvalidSignature,
-                ));
-                continue;
-            }
             match client
                 .blob(repo, &layer.digest, self.max_signature_bytes, budget)
                 .await
@@ -588,7 +535,7 @@ impl VerifyEngine {
             Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let parsed: SignatureManifest = serde_json::from_slice(&manifest.bytes).map_err(|e| {
+        let layers = cosign_layers(&manifest.bytes, self.max_signatures).map_err(|e| {
             RegistryError::Protocol(format!(
                 "signature manifest {} in {}/{repo} is not an OCI manifest: {e}",
                 manifest.digest,
@@ -596,19 +543,19 @@ impl VerifyEngine {
             ))
         })?;
         let mut out = Vec::new();
-        for layer in parsed
-            .layers
-            .into_iter()
-            .filter(|l| l.media_type == cosign::SIMPLE_SIGNING)
-            .take(self.max_signatures)
-        {
+        for layer in layers {
             let payload = client
-                .blob(repo, &layer.digest, self.max_signature_bytes, budget)
+                .blob(
+                    repo,
+                    &layer.payload_digest,
+                    self.max_signature_bytes,
+                    budget,
+                )
                 .await;
             out.push(match payload {
                 Ok(bytes) => Ok(cosign::Candidate {
                     payload: bytes.to_vec(),
-                    signature_b64: layer.annotations.get(cosign::SIGNATURE_ANNOTATION).cloned(),
+                    signature_b64: layer.signature_b64,
                 }),
                 Err(RegistryError::DigestMismatch(why)) => Err(Checked::failed(
                     "cosign",

@@ -1,0 +1,208 @@
+//! The signature manifests vouch reads from registries, parsed without I/O: which layers of a
+//! cosign signature image are signatures, and whether a referrer is a usable Notary Project
+//! signature of the image. Kept pure so the unit tests and the fuzzer reach every branch
+//! without a registry.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{VerdictCode, cosign, notation};
+use crate::registry::Descriptor;
+
+/// One cosign signature layer: the payload blob to fetch and the signature beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosignLayer {
+    pub payload_digest: String,
+    pub signature_b64: Option<String>,
+}
+
+/// The simple-signing layers of a cosign signature manifest, at most `max`. Other layers
+/// (attestations, SBOMs attached the same way) are skipped.
+pub fn cosign_layers(bytes: &[u8], max: usize) -> Result<Vec<CosignLayer>, String> {
+    #[derive(Deserialize)]
+    struct SignatureManifest {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    #[derive(Deserialize)]
+    struct Layer {
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        digest: String,
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+    }
+    let parsed: SignatureManifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(parsed
+        .layers
+        .into_iter()
+        .filter(|l| l.media_type == cosign::SIMPLE_SIGNING)
+        .take(max)
+        .map(|mut l| CosignLayer {
+            signature_b64: l.annotations.remove(cosign::SIGNATURE_ANNOTATION),
+            payload_digest: l.digest,
+        })
+        .collect())
+}
+
+/// What a referrer's manifest turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotaryManifest {
+    /// Some other artifact (an SBOM, a cosign bundle): not a signature, ignored.
+    NotNotary,
+    /// A Notary signature vouch cannot use, and the verdict code that says why.
+    Unusable(String, VerdictCode),
+    /// A usable signature: the envelope blob and its media type (JWS or COSE).
+    Envelope(Descriptor),
+}
+
+/// Classifies the manifest `manifest_digest` found among the referrers of `subject_digest`:
+/// it must be a Notary Project signature (by artifact type or config media type), name the
+/// image as its subject, and hold exactly one JWS or COSE envelope layer.
+pub fn notary_manifest(
+    bytes: &[u8],
+    manifest_digest: &str,
+    subject_digest: &str,
+) -> NotaryManifest {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SigManifest {
+        artifact_type: Option<String>,
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+        subject: Option<Descriptor>,
+    }
+    let Ok(sig) = serde_json::from_slice::<SigManifest>(bytes) else {
+        return NotaryManifest::Unusable(
+            format!("signature manifest {manifest_digest} is not an OCI manifest"),
+            VerdictCode::InvalidSignature,
+        );
+    };
+    let is_notary = sig.artifact_type.as_deref() == Some(notation::ARTIFACT_TYPE)
+        || sig.config.as_ref().map(|c| c.media_type.as_str()) == Some(notation::ARTIFACT_TYPE);
+    if !is_notary {
+        return NotaryManifest::NotNotary;
+    }
+    if sig.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject_digest) {
+        return NotaryManifest::Unusable(
+            format!("signature manifest {manifest_digest} has another subject"),
+            VerdictCode::DigestMismatch,
+        );
+    }
+    let [layer] = sig.layers.as_slice() else {
+        return NotaryManifest::Unusable(
+            format!("signature manifest {manifest_digest} must have exactly one layer"),
+            VerdictCode::InvalidSignature,
+        );
+    };
+    if layer.media_type != notation::JWS && layer.media_type != notation::COSE {
+        return NotaryManifest::Unusable(
+            format!("envelope type {:?} is not supported", layer.media_type),
+            VerdictCode::InvalidSignature,
+        );
+    }
+    NotaryManifest::Envelope(layer.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBJECT: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const ENVELOPE: &str =
+        "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn notary(artifact_type: &str, subject: &str, layers: &[&str]) -> Vec<u8> {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|t| serde_json::json!({"mediaType": t, "digest": ENVELOPE, "size": 10}))
+            .collect();
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": ENVELOPE, "size": 2},
+            "layers": layers,
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_notary_signature_of_the_image_yields_its_envelope() {
+        let m = notary(notation::ARTIFACT_TYPE, SUBJECT, &[notation::JWS]);
+        match notary_manifest(&m, "m", SUBJECT) {
+            NotaryManifest::Envelope(d) => {
+                assert_eq!(d.digest, ENVELOPE);
+                assert_eq!(d.media_type, notation::JWS);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_notary_manifests_say_why() {
+        let code = |m: Vec<u8>| match notary_manifest(&m, "m", SUBJECT) {
+            NotaryManifest::Unusable(_, c) => Some(c),
+            _ => None,
+        };
+        let other = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+        assert_eq!(
+            code(notary(notation::ARTIFACT_TYPE, other, &[notation::JWS])),
+            Some(VerdictCode::DigestMismatch)
+        );
+        assert_eq!(
+            code(notary(notation::ARTIFACT_TYPE, SUBJECT, &[])),
+            Some(VerdictCode::InvalidSignature)
+        );
+        assert_eq!(
+            code(notary(
+                notation::ARTIFACT_TYPE,
+                SUBJECT,
+                &[notation::JWS, notation::COSE]
+            )),
+            Some(VerdictCode::InvalidSignature)
+        );
+        assert_eq!(
+            code(notary(notation::ARTIFACT_TYPE, SUBJECT, &["text/plain"])),
+            Some(VerdictCode::InvalidSignature)
+        );
+        assert_eq!(
+            code(b"not json".to_vec()),
+            Some(VerdictCode::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn other_artifacts_are_not_signatures() {
+        let m = notary("application/spdx+json", SUBJECT, &[notation::JWS]);
+        assert_eq!(notary_manifest(&m, "m", SUBJECT), NotaryManifest::NotNotary);
+    }
+
+    #[test]
+    fn cosign_layers_keep_simple_signing_layers_up_to_the_limit() {
+        let layer = |t: &str, sig: Option<&str>| {
+            let mut l = serde_json::json!({"mediaType": t, "digest": ENVELOPE, "size": 1});
+            if let Some(s) = sig {
+                l["annotations"] = serde_json::json!({ cosign::SIGNATURE_ANNOTATION: s });
+            }
+            l
+        };
+        let m = serde_json::json!({"layers": [
+            layer(cosign::SIMPLE_SIGNING, Some("c2ln")),
+            layer("application/vnd.in-toto+json", Some("eA==")),
+            layer(cosign::SIMPLE_SIGNING, None),
+            layer(cosign::SIMPLE_SIGNING, Some("eQ==")),
+        ]})
+        .to_string();
+        let all = cosign_layers(m.as_bytes(), 10).expect("parses");
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].signature_b64.as_deref(), Some("c2ln"));
+        assert_eq!(all[1].signature_b64, None);
+        assert_eq!(cosign_layers(m.as_bytes(), 2).expect("parses").len(), 2);
+        assert!(cosign_layers(b"\"a string\"", 10).is_err());
+    }
+}
