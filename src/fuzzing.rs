@@ -52,6 +52,63 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// Documents a registry serves (referrer indexes, cosign and Notary signature manifests,
+/// `Link` headers of referrers pages): never panics, and what is accepted keeps the rules
+/// the verifiers rely on. The first byte chooses the parser.
+pub fn registry_document(data: &[u8]) {
+    use crate::verify::signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
+    const SUBJECT: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let (choice, rest) = data.split_first().unwrap_or((&0, &[]));
+    match choice % 4 {
+        0 => {
+            if let Ok(found) = crate::registry::parse_index(rest, notation::ARTIFACT_TYPE) {
+                assert!(found.iter().all(|d| {
+                    d.artifact_type
+                        .as_deref()
+                        .is_none_or(|t| t == notation::ARTIFACT_TYPE)
+                }));
+            }
+        }
+        1 => {
+            if let Ok(layers) = cosign_layers(rest, 4) {
+                assert!(layers.len() <= 4, "at most max signature layers");
+            }
+        }
+        2 => {
+            if let NotaryManifest::Envelope(layer) = notary_manifest(rest, "fuzz", SUBJECT) {
+                assert!(layer.media_type == notation::JWS || layer.media_type == notation::COSE);
+                // Read back the way serde reads manifests (ignored fields are skipped, not
+                // validated, so a generic JSON parse may refuse what was accepted).
+                #[derive(serde::Deserialize)]
+                struct Subject {
+                    digest: String,
+                }
+                #[derive(serde::Deserialize)]
+                struct WithSubject {
+                    subject: Subject,
+                }
+                let w: WithSubject =
+                    serde_json::from_slice(rest).expect("an accepted manifest has a subject");
+                assert_eq!(w.subject.digest, SUBJECT, "accepted with another subject");
+            }
+        }
+        _ => {
+            let Ok(value) = reqwest::header::HeaderValue::from_bytes(rest) else {
+                return;
+            };
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::LINK, value);
+            let base = "https://registry.example:5000";
+            if let Some(next) = crate::registry::next_link(&headers, base) {
+                let url = reqwest::Url::parse(&next).expect("a followed link is a URL");
+                assert_eq!(url.scheme(), "https", "{next}");
+                assert_eq!(url.host_str(), Some("registry.example"), "{next}");
+                assert_eq!(url.port_or_known_default(), Some(5000), "{next}");
+            }
+        }
+    }
+}
+
 /// The published valid cosign signature (containers/image fixtures), compiled in so the
 /// target needs no files.
 const COSIGN_PUB: &[u8] = include_bytes!("../fuzz/fixtures/cosign.pub");

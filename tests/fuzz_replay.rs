@@ -13,6 +13,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("config", vouch::fuzzing::config),
     ("cosign_signature", vouch::fuzzing::cosign_signature),
     ("notation_envelope", vouch::fuzzing::notation_envelope),
+    ("registry_document", vouch::fuzzing::registry_document),
 ];
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
