@@ -463,11 +463,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new();
         pki.write(dir.path());
-        let client = client_config(
-            &pki.server_ca.cert_pem,
-            Some(&pki.gatekeeper),
-            Versions::Tls13,
-        );
+        let client = pki.gatekeeper_client();
         let allow = write_config(dir.path(), "allow.yaml", ALLOW);
 
         let mut startups = Vec::new();

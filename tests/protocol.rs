@@ -338,11 +338,7 @@ async fn readyz_waits_for_certificates_and_metrics_count_requests() {
         "ready once the files appear"
     );
 
-    let client = client_config(
-        &pki.server_ca.cert_pem,
-        Some(&pki.gatekeeper),
-        Versions::Tls13,
-    );
+    let client = pki.gatekeeper_client();
     let mut conn = Conn::open(running.provider_addr, client)
         .await
         .expect("connect");

@@ -90,18 +90,8 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
         .await
         .expect("start");
     let (addr, ops) = (running.provider_addr, running.ops_addr);
-    assert!(
-        eventually(STEP, || async {
-            ops_get(ops, "/readyz").await.status == 200
-        })
-        .await
-    );
-
-    let old_client = client_config(
-        &old.server_ca.cert_pem,
-        Some(&old.gatekeeper),
-        Versions::Tls13,
-    );
+    wait_ready(ops).await;
+    let old_client = old.gatekeeper_client();
     // The renewal: a new server certificate from the same serving CA (what cert-manager
     // does), and a new Gatekeeper CA with a new client certificate.
     let new_gatekeeper_ca = Ca::gatekeeper();
@@ -111,11 +101,7 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
         gatekeeper_ca: new_gatekeeper_ca,
         server_ca: old.server_ca,
     };
-    let new_client = client_config(
-        &new.server_ca.cert_pem,
-        Some(&new.gatekeeper),
-        Versions::Tls13,
-    );
+    let new_client = new.gatekeeper_client();
 
     // Prime the cache.
     let mut first = Conn::open(addr, old_client.clone()).await.expect("connect");

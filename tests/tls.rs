@@ -123,19 +123,8 @@ async fn secret_volume_rotation_is_picked_up_without_dropping_connections() {
         .await
         .expect("start");
     let addr = running.provider_addr;
-    let ops = running.ops_addr;
-    assert!(
-        eventually(STEP, || async {
-            ops_get(ops, "/readyz").await.status == 200
-        })
-        .await
-    );
-
-    let old_client = client_config(
-        &old.server_ca.cert_pem,
-        Some(&old.gatekeeper),
-        Versions::Tls13,
-    );
+    wait_ready(running.ops_addr).await;
+    let old_client = old.gatekeeper_client();
     let mut established = Conn::open(addr, old_client.clone())
         .await
         .expect("old client connects");
@@ -147,11 +136,7 @@ async fn secret_volume_rotation_is_picked_up_without_dropping_connections() {
 
     let new = Pki::new();
     write_secret_generation(&secret, "2026_02", &new);
-    let new_client = client_config(
-        &new.server_ca.cert_pem,
-        Some(&new.gatekeeper),
-        Versions::Tls13,
-    );
+    let new_client = new.gatekeeper_client();
     let rotated = eventually(Duration::from_secs(5), || {
         let c = new_client.clone();
         async move {
@@ -182,7 +167,7 @@ async fn secret_volume_rotation_is_picked_up_without_dropping_connections() {
     .await;
     assert!(r.is_err(), "old identity refused after rotation: {r:?}");
 
-    let text = ops_get(ops, "/metrics").await.text();
+    let text = ops_get(running.ops_addr, "/metrics").await.text();
     assert!(
         metric_value(&text, "vouch_tls_reloads_total{result=\"success\"}") >= 2.0,
         "{text}"

@@ -160,6 +160,15 @@ impl Pki {
         }
     }
 
+    /// A client config that Gatekeeper would use: trusts vouch's CA, presents its cert.
+    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
+        client_config(
+            &self.server_ca.cert_pem,
+            Some(&self.gatekeeper),
+            Versions::Tls13,
+        )
+    }
+
     /// Writes `tls.crt`, `tls.key`, `ca.crt` (Gatekeeper's CA) into `dir`.
     pub fn write(&self, dir: &Path) {
         std::fs::create_dir_all(dir).expect("mkdir");
@@ -421,6 +430,27 @@ where
     }
 }
 
+/// Waits (bounded) until the ops listener at `ops` answers `/readyz` with 200.
+pub async fn wait_ready(ops: SocketAddr) {
+    assert!(
+        eventually(STEP, || async move {
+            ops_get(ops, "/readyz").await.status == 200
+        })
+        .await,
+        "vouch did not become ready"
+    );
+}
+
+/// One request to the provider endpoint `path` on `conn`; HTTP 200 expected.
+pub async fn ask_on(mut conn: Conn, path: &str, keys: &[&str]) -> serde_json::Value {
+    let reply = conn
+        .post(path, provider_request(keys))
+        .await
+        .expect("request");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
 /// A vouch started in this process on free loopback ports, with its files in a temp dir.
 /// Dropping it starts the shutdown.
 pub struct Vouch {
@@ -467,14 +497,7 @@ impl Vouch {
     }
 
     pub async fn wait_ready(&self) {
-        let ops = self.running.ops_addr;
-        assert!(
-            eventually(STEP, || async move {
-                ops_get(ops, "/readyz").await.status == 200
-            })
-            .await,
-            "vouch did not become ready"
-        );
+        wait_ready(self.running.ops_addr).await;
     }
 
     /// Rewrites the config file (same loopback listeners and TLS files) with `yaml`; a
@@ -489,11 +512,7 @@ impl Vouch {
 
     /// A client config that Gatekeeper would use: trusts vouch's CA, presents its cert.
     pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
-        client_config(
-            &self.pki.server_ca.cert_pem,
-            Some(&self.pki.gatekeeper),
-            Versions::Tls13,
-        )
+        self.pki.gatekeeper_client()
     }
 
     pub async fn connect(&self) -> Conn {
@@ -509,14 +528,7 @@ impl Vouch {
 
     /// One request to the provider endpoint `path` on a fresh connection; HTTP 200 expected.
     pub async fn ask(&self, path: &str, keys: &[&str]) -> serde_json::Value {
-        let reply = self
-            .connect()
-            .await
-            .post(path, provider_request(keys))
-            .await
-            .expect("request");
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.json()
+        ask_on(self.connect().await, path, keys).await
     }
 
     pub fn metric(&self, text: &str, name: &str) -> f64 {
@@ -675,23 +687,12 @@ impl VouchProcess {
             env!("CARGO_BIN_EXE_vouch"),
             &[std::ffi::OsStr::new("--config"), config.as_os_str()],
         );
-        let ops = served.ops;
-        assert!(
-            eventually(STEP, || async move {
-                ops_get(ops, "/readyz").await.status == 200
-            })
-            .await,
-            "vouch did not become ready"
-        );
+        wait_ready(served.ops).await;
         VouchProcess { served, dir, pki }
     }
 
     pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
-        client_config(
-            &self.pki.server_ca.cert_pem,
-            Some(&self.pki.gatekeeper),
-            Versions::Tls13,
-        )
+        self.pki.gatekeeper_client()
     }
 
     pub async fn connect(&self) -> Conn {
@@ -702,14 +703,7 @@ impl VouchProcess {
 
     /// One `/v1/verify` request on a fresh connection; HTTP 200 expected.
     pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
-        let reply = self
-            .connect()
-            .await
-            .post("/v1/verify", provider_request(keys))
-            .await
-            .expect("request");
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.json()
+        ask_on(self.connect().await, "/v1/verify", keys).await
     }
 
     /// One metric from the process's `/metrics`.
