@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use reqwest::Method;
 use support::faults::{Fault, FaultProxy, Rule, Seen};
 use support::registry::{Image, MANIFEST_ACCEPT, Pusher, Registry, sha256_digest};
-use support::{STEP, eventually};
+use support::{STEP, eventually, listener_closed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -607,13 +607,5 @@ async fn drop_closes_connections_and_the_port() {
     let mut buf = [0u8; 64];
     let closed = step(tcp.read(&mut buf)).await;
     assert!(matches!(closed, Ok(0) | Err(_)), "closed: {closed:?}");
-    assert!(
-        eventually(STEP, || async {
-            TcpStream::connect(addr)
-                .await
-                .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
-        })
-        .await,
-        "listener closed"
-    );
+    assert!(listener_closed(addr).await, "listener closed");
 }

@@ -250,13 +250,5 @@ async fn hostile_clients_do_not_starve_gatekeeper() {
     );
 
     // After the attack: back to the idle footprint.
-    let after = v.settles_to(baseline, Duration::from_secs(15)).await;
-    println!(
-        "hostile: tasks {} -> {}, fds {} -> {}",
-        baseline.0, after.0, baseline.1, after.1
-    );
-    assert!(
-        after.0 <= baseline.0 && after.1 <= baseline.1,
-        "footprint {after:?} did not come back to {baseline:?}"
-    );
+    v.assert_back_to(baseline, "hostile").await;
 }

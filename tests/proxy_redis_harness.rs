@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use support::proxy::{Mode, Proxy};
 use support::redis::RedisServer;
-use support::{STEP, eventually};
+use support::{STEP, eventually, listener_closed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -270,15 +270,7 @@ async fn proxy_stops_on_drop() {
     drop(proxy);
     assert_closed(&mut open, "open connection after drop").await;
     assert!(eventually(STEP, || async { closed.load(Ordering::SeqCst) == 1 }).await);
-    assert!(
-        eventually(STEP, || async {
-            TcpStream::connect(addr)
-                .await
-                .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
-        })
-        .await,
-        "listener closed"
-    );
+    assert!(listener_closed(addr).await, "listener closed");
 }
 
 /// A keep-alive HTTP/1.1 server that answers every request `200 ok`.

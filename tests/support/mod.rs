@@ -430,6 +430,16 @@ where
     }
 }
 
+/// True once nothing listens at `addr` any more (waits at most [`STEP`]).
+pub async fn listener_closed(addr: SocketAddr) -> bool {
+    eventually(STEP, || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .await
+}
+
 /// Waits (bounded) until the ops listener at `ops` answers `/readyz` with 200.
 pub async fn wait_ready(ops: SocketAddr) {
     assert!(
@@ -719,6 +729,21 @@ impl VouchProcess {
             metric_value(&text, "vouch_runtime_alive_tasks"),
             metric_value(&text, "process_open_fds"),
         )
+    }
+
+    /// Waits up to 15 s for tasks and file descriptors to come back to `baseline` (or
+    /// below), prints both (`label: tasks A -> B, fds C -> D`) and fails the test if they
+    /// did not.
+    pub async fn assert_back_to(&self, baseline: (f64, f64), label: &str) {
+        let now = self.settles_to(baseline, Duration::from_secs(15)).await;
+        println!(
+            "{label}: tasks {} -> {}, fds {} -> {}",
+            baseline.0, now.0, baseline.1, now.1
+        );
+        assert!(
+            now.0 <= baseline.0 && now.1 <= baseline.1,
+            "tasks/fds {now:?} did not come back to {baseline:?}"
+        );
     }
 
     /// Waits (bounded) until tasks and file descriptors are back to `baseline` or below;
