@@ -391,33 +391,26 @@ impl RegistryClient {
         );
         let mut found = Vec::new();
         for _ in 0..MAX_PAGES {
-            // A page whose body breaks off is fetched again, as in `fetch_body`.
-            let mut attempt = 0;
-            let (next, body) = loop {
-                attempt += 1;
-                let resp = self
-                    .send(reqwest::Method::GET, &url, repo, OCI_INDEX, budget)
-                    .await?;
-                match resp.status() {
-                    StatusCode::OK => {}
-                    StatusCode::NOT_FOUND if found.is_empty() => return Ok(None),
-                    s => return Err(self.unexpected(s, &url)),
+            let fetched = self
+                .fetch_body(
+                    &url,
+                    repo,
+                    OCI_INDEX,
+                    (self.limits.max_manifest_bytes, "referrers index"),
+                    budget,
+                    String::new,
+                )
+                .await;
+            let (headers, body) = match fetched {
+                Ok(page) => page,
+                // No referrers API at all; a later page that vanishes is a protocol error.
+                Err(RegistryError::NotFound(_)) if found.is_empty() => return Ok(None),
+                Err(RegistryError::NotFound(_)) => {
+                    return Err(self.unexpected(StatusCode::NOT_FOUND, &url));
                 }
-                let next = next_link(resp.headers(), &self.base);
-                let limit = self.limits.max_manifest_bytes;
-                match self
-                    .read_bounded(resp, limit, "referrers index", budget)
-                    .await
-                {
-                    Ok(body) => break (next, body),
-                    Err(RegistryError::Transient(why)) => {
-                        if !self.backoff(attempt, None, budget).await {
-                            return Err(RegistryError::Transient(why));
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
+                Err(e) => return Err(e),
             };
+            let next = next_link(&headers, &self.base);
             found.extend(parse_index(&body, artifact_type).map_err(|e| {
                 RegistryError::Protocol(format!(
                     "referrers of {digest} in {}/{repo} are not an OCI index: {e}",
@@ -444,7 +437,7 @@ impl RegistryClient {
         reference: &str,
         budget: Instant,
     ) -> Result<Manifest, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = self.manifest_url(repo, reference);
         let (headers, bytes) = self
             .fetch_body(
                 &url,
@@ -525,11 +518,15 @@ impl RegistryClient {
         reference: &str,
         budget: Instant,
     ) -> Result<reqwest::Response, RegistryError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = self.manifest_url(repo, reference);
         self.fetch_ok(method, &url, repo, MANIFEST_TYPES, budget, || {
             format!("manifest {repo}:{reference} not found in {}", self.host)
         })
         .await
+    }
+
+    fn manifest_url(&self, repo: &str, reference: &str) -> String {
+        format!("{}/v2/{repo}/manifests/{reference}", self.base)
     }
 
     /// [`Self::send`], then anything but 200 is an error: 404 → `NotFound` with
