@@ -60,13 +60,25 @@ fn check(reply: &Reply, keys: &[String], unsigned: &[String]) -> Option<String> 
     if reply.status != 200 {
         return Some(format!("HTTP {}", reply.status));
     }
-    let j: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+    let Ok(j) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
+        return Some(format!("not JSON: {}", reply.text()));
+    };
     if j["response"]["systemError"] != "" {
         return Some(format!("systemError: {}", j["response"]["systemError"]));
     }
-    for (item, key) in j["response"]["items"].as_array()?.iter().zip(keys) {
+    let items = j["response"]["items"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if items.len() != keys.len() {
+        return Some(format!(
+            "{} items for {} keys: {j}",
+            items.len(),
+            keys.len()
+        ));
+    }
+    for (item, key) in items.iter().zip(keys) {
         let want = !unsigned.contains(key);
-        if item["value"]["verified"] != want {
+        if item["key"] != key.as_str() || item["value"]["verified"] != want {
             return Some(format!("{key}: {item}"));
         }
     }

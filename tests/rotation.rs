@@ -131,7 +131,7 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
     }
     // New connections, old and new client certificate, every 20 ms.
     let mut dialers = JoinSet::new();
-    for client in [old_client.clone(), new_client.clone()] {
+    for (which, client) in [("old", old_client.clone()), ("new", new_client.clone())] {
         let (body, stop) = (body.clone(), stop.clone());
         dialers.spawn(async move {
             let mut attempts = Vec::new();
@@ -141,7 +141,7 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
                 attempts.push(Attempt { at, ok });
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            attempts
+            (which, attempts)
         });
     }
 
@@ -157,14 +157,13 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
         requests += n;
         failures.extend(f);
     }
-    let old_attempts = dialers.join_next().await.expect("dialer").expect("join");
-    let new_attempts = dialers.join_next().await.expect("dialer").expect("join");
-    // JoinSet yields in completion order; tell them apart by what succeeded before the swap.
-    let (old_attempts, new_attempts) = if old_attempts.iter().any(|a| a.at < swapped && a.ok) {
-        (old_attempts, new_attempts)
-    } else {
-        (new_attempts, old_attempts)
-    };
+    let (mut old_attempts, mut new_attempts) = (Vec::new(), Vec::new());
+    while let Some(r) = dialers.join_next().await {
+        match r.expect("dialer") {
+            ("old", a) => old_attempts = a,
+            (_, a) => new_attempts = a,
+        }
+    }
     let summary = |attempts: &[Attempt]| {
         let before: Vec<_> = attempts.iter().filter(|a| a.at < swapped).collect();
         let after: Vec<_> = attempts

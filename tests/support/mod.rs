@@ -430,6 +430,16 @@ where
     }
 }
 
+/// A loopback port that was free a moment ago, for a server that binds it by itself
+/// (docker-registry, redis-server): another process may take it first, so their start-up
+/// retries with a new port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// True once nothing listens at `addr` any more (waits at most [`STEP`]).
 pub async fn listener_closed(addr: SocketAddr) -> bool {
     eventually(STEP, || async {

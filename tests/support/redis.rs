@@ -5,13 +5,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{STEP, wait_for_child};
+use super::{STEP, free_port, wait_for_child};
 
 /// How often a port is picked again when Redis exits before answering (another process
 /// took the port between our pick and its bind).
@@ -189,15 +189,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A loopback port that was free a moment ago (Redis binds it by itself, hence the retries
-/// in [`RedisServer::start`]).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }
 
 /// Whether a blocking `PING` answers `+PONG` (blocking, so that start works without a

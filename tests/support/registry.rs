@@ -4,7 +4,7 @@
 //! verification bug in vouch cannot be hidden by the same bug in the signer.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde_json::json;
 
-use super::{STEP, wait_for_child};
+use super::{STEP, free_port, wait_for_child};
 
 /// The user of [`Registry::start_with_basic_auth`].
 pub const USER: &str = "alice";
@@ -243,15 +243,6 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A loopback port that was free a moment ago (the registry binds it by itself, hence the
-/// retries in [`Registry::start`]).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }
 
 /// The status of a plain `GET /v2/` (blocking, so that [`Registry::start`] works with or
