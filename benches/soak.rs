@@ -175,9 +175,12 @@ async fn soak(secs: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("soak.pub");
     std::fs::write(&key_file, key.public_pem()).expect("key");
-    // Short TTLs: every image is resolved and verified again every few seconds.
+    // Short TTLs: every image is resolved and verified again every few seconds. A short
+    // registry idle timeout: pooled registry connections (a socket and a task each) close
+    // soon after the load stops, so the idle footprint after the run does not depend on
+    // how many happened to be pooled when the baseline was taken.
     let vouch = VouchProcess::start(&format!(
-        "cache: {{verifiedTtl: 5s, failedTtl: 3s, tagTtl: 2s}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+        "registryIdleTimeout: 1s\ncache: {{verifiedTtl: 5s, failedTtl: 3s, tagTtl: 2s}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
         host = registry.host,
         key = key_file.display()
     ))

@@ -71,6 +71,9 @@ pub struct Config {
     /// Budget of one registry HTTP exchange (connection included); retries stay within
     /// `deadline` as a whole.
     pub registry_timeout: Dur,
+    /// How long an idle kept-alive registry connection is kept for reuse. Each one holds a
+    /// socket and a task; a short value trades reconnections for a smaller idle footprint.
+    pub registry_idle_timeout: Dur,
     /// How often the config file is re-read (it is also re-read on SIGHUP).
     pub config_reload_interval: Dur,
     /// Time one verification may take, registry retries included. Longer than `deadline`
@@ -94,6 +97,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             registry_timeout: Dur::secs(2),
+            registry_idle_timeout: Dur::secs(90),
             config_reload_interval: Dur::secs(2),
             verification_budget: Dur::secs(10),
             server: ServerTuning::default(),
@@ -565,6 +569,7 @@ impl Config {
             ("mutateDeadline", self.mutate_deadline),
             ("tls.reloadInterval", self.tls.reload_interval),
             ("registryTimeout", self.registry_timeout),
+            ("registryIdleTimeout", self.registry_idle_timeout),
             ("configReloadInterval", self.config_reload_interval),
             ("verificationBudget", self.verification_budget),
             ("cache.redisTimeout", self.cache.redis_timeout),
@@ -851,6 +856,15 @@ mod tests {
             .expect("config/example.yaml must stay valid");
         assert_eq!(c.policies.len(), 2);
         assert_eq!(c.server.idle_timeout, Dur::secs(120));
+        assert_eq!(c.registry_idle_timeout, Dur::secs(90));
+    }
+
+    #[test]
+    fn registry_idle_timeout_is_configurable_and_not_zero() {
+        let c = Config::parse("registryIdleTimeout: 1s", "t", None).expect("ok");
+        assert_eq!(c.registry_idle_timeout, Dur::secs(1));
+        let p = problems("registryIdleTimeout: 0s");
+        assert_eq!(p, vec!["registryIdleTimeout: must be greater than zero"]);
     }
 
     #[test]

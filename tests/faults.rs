@@ -319,7 +319,7 @@ async fn registry_faults_never_turn_into_a_pass() {
     let key_file = keys.path().join("campaign.pub");
     std::fs::write(&key_file, key.public_pem()).expect("key");
     let vouch = VouchProcess::start(&format!(
-        "deadline: {}ms\nregistryTimeout: 1500ms\nverificationBudget: 3s\nlimits: {{maxManifestBytes: {MAX_MANIFEST}, maxSignatureBytes: {MAX_SIGNATURE}}}\ncache: {{registryBackoff: 0s}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
+        "deadline: {}ms\nregistryTimeout: 1500ms\nregistryIdleTimeout: 1s\nverificationBudget: 3s\nlimits: {{maxManifestBytes: {MAX_MANIFEST}, maxSignatureBytes: {MAX_SIGNATURE}}}\ncache: {{registryBackoff: 0s}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key}]}}\n",
         DEADLINE.as_millis(),
         host = proxy.host,
         key = key_file.display()

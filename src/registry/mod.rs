@@ -63,6 +63,8 @@ pub struct FetchLimits {
     pub max_blob_bytes: usize,
     /// One HTTP exchange, connection included.
     pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept (`registryIdleTimeout`).
+    pub idle_timeout: Duration,
 }
 
 /// How long a registry's support (or not) of the referrers API is remembered.
@@ -150,6 +152,7 @@ impl Registries {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             max_blob_bytes: config.limits.max_signature_bytes,
             request_timeout: config.registry_timeout.get(),
+            idle_timeout: config.registry_idle_timeout.get(),
         };
         let mut clients = HashMap::new();
         for policy in &config.policies {
@@ -238,7 +241,7 @@ impl RegistryClient {
             .redirect(redirect)
             .connect_timeout(limits.request_timeout)
             .timeout(limits.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(limits.idle_timeout)
             .user_agent(concat!("vouch/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &rc.ca_file {
             let pem = std::fs::read(ca)
