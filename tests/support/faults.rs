@@ -12,6 +12,10 @@
 //! from it (upload `Location`s) point back at the proxy and a push through the proxy stays on
 //! it. Request bodies are read by `Content-Length`; a chunked request body is answered with
 //! 400 and a close (registry clients upload with a length).
+//!
+//! Requests under a path prefix can be routed to another upstream ([`FaultProxy::route`]):
+//! a registry's token service then lives on the registry's own host and port as the client
+//! sees it, which is the only plain-HTTP realm vouch accepts, and the same rules break it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -151,11 +155,14 @@ pub struct FaultProxy {
 
 /// What the proxy and its connection tasks share. The mutexes are never held across an
 /// await.
-#[derive(Default)]
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Seen>>,
     open: AtomicUsize,
+    /// Where requests go that no route takes.
+    upstream: Mutex<SocketAddr>,
+    /// Path prefixes with their own upstream, in the order they were added.
+    routes: Mutex<Vec<(String, SocketAddr)>>,
 }
 
 /// A lock that survives a panicked holder: a failed assertion elsewhere must not turn every
@@ -179,8 +186,14 @@ impl FaultProxy {
             .timeout(STEP)
             .build()
             .expect("reqwest client");
-        let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(accept_loop(listener, upstream, http, shared.clone()));
+        let shared = Arc::new(Shared {
+            rules: Mutex::default(),
+            log: Mutex::default(),
+            open: AtomicUsize::new(0),
+            upstream: Mutex::new(upstream),
+            routes: Mutex::default(),
+        });
+        let task = tokio::spawn(accept_loop(listener, http, shared.clone()));
         FaultProxy {
             addr,
             host: addr.to_string(),
@@ -207,6 +220,19 @@ impl FaultProxy {
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Sends requests whose target starts with `prefix` (e.g. `/token`) to `upstream`
+    /// instead; the first matching route wins. Rules apply to them like to any request.
+    pub fn route(&self, prefix: impl Into<String>, upstream: SocketAddr) {
+        lock(&self.shared.routes).push((prefix.into(), upstream));
+    }
+
+    /// Replaces the upstream of every request no route takes: for a server that must know
+    /// the proxy's address before it can start (a registry whose token realm is on the
+    /// proxy).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *lock(&self.shared.upstream) = upstream;
     }
 }
 
@@ -240,6 +266,16 @@ impl Shared {
         });
         fault
     }
+
+    /// The upstream of a request: the first route whose prefix starts `target`, else the
+    /// default one.
+    fn upstream_for(&self, target: &str) -> SocketAddr {
+        lock(&self.routes)
+            .iter()
+            .find(|(prefix, _)| target.starts_with(prefix.as_str()))
+            .map(|(_, upstream)| *upstream)
+            .unwrap_or_else(|| *lock(&self.upstream))
+    }
 }
 
 /// Counts a connection as open for as long as its task lives, aborted or not.
@@ -251,12 +287,7 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    upstream: SocketAddr,
-    http: reqwest::Client,
-    shared: Arc<Shared>,
-) {
+async fn accept_loop(listener: TcpListener, http: reqwest::Client, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -267,7 +298,7 @@ async fn accept_loop(
         while connections.try_join_next().is_some() {}
         shared.open.fetch_add(1, Ordering::SeqCst);
         let open = OpenGuard(shared.clone());
-        connections.spawn(serve(client, upstream, http.clone(), open));
+        connections.spawn(serve(client, http.clone(), open));
     }
 }
 
@@ -290,12 +321,7 @@ enum Ended {
 
 /// One client connection: requests in a keep-alive loop, each answered (faulty or not)
 /// before the next is read. Returning drops (closes) the socket.
-async fn serve(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    http: reqwest::Client,
-    open: OpenGuard,
-) {
+async fn serve(mut client: TcpStream, http: reqwest::Client, open: OpenGuard) {
     let shared = &open.0;
     // Trickled bytes must leave one by one; Nagle would merge them.
     let _ = client.set_nodelay(true);
@@ -313,6 +339,7 @@ async fn serve(
             }
         };
         let fault = shared.fault_for(request.method.as_str(), &request.target);
+        let upstream = shared.upstream_for(&request.target);
         let plan = respond(&request, fault.as_ref(), &http, upstream).await;
         if send(&mut client, &plan).await.is_err() {
             return;

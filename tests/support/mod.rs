@@ -28,6 +28,7 @@ pub mod layout;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
+pub mod token;
 
 /// Every network step of a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,9 +20,10 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde_json::json;
 
-use super::{STEP, free_port, wait_for_child};
+use super::{STEP, free_port, token, wait_for_child};
 
-/// The user of [`Registry::start_with_basic_auth`].
+/// The user of [`Registry::start_with_basic_auth`] (and of the token service in
+/// [`super::token`]).
 pub const USER: &str = "alice";
 /// The password of [`USER`].
 pub const PASSWORD: &str = "s3cret";
@@ -93,32 +95,58 @@ impl AccessLine {
     }
 }
 
+/// How a registry authenticates its clients.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Anonymous,
+    /// HTTP Basic against [`HTPASSWD`].
+    Basic,
+    /// Bearer tokens from the token service at `realm`, signed by a key whose certificate
+    /// is `rootcert_pem` (issuer [`token::ISSUER`], audience [`token::SERVICE`]).
+    Token {
+        realm: &'a str,
+        rootcert_pem: &'a str,
+    },
+}
+
 impl Registry {
     /// An anonymous registry: anyone may pull and push.
     pub fn start() -> Registry {
-        Registry::start_with(false)
+        Registry::start_inner(Auth::Anonymous, None)
     }
 
     /// A registry that demands HTTP Basic credentials ([`USER`], [`PASSWORD`]) for every
     /// request, `/v2/` included.
     pub fn start_with_basic_auth() -> Registry {
-        Registry::start_with(true)
+        Registry::start_inner(Auth::Basic, None)
+    }
+
+    /// A registry that demands bearer tokens: every request without a valid one gets a
+    /// `401` with `WWW-Authenticate: Bearer realm="<realm>",service="<token::SERVICE>",
+    /// scope=…`. It accepts JWTs issued by [`token::ISSUER`] for [`token::SERVICE`] and
+    /// signed by the key of `rootcert_pem` (its `rootcertbundle`). Distribution does not
+    /// contact the realm itself; only clients do, so the realm may be any URL, the test's
+    /// token service or a trap. [`Pusher::with_bearer`] pushes to it.
+    pub fn start_with_token_auth(realm: &str, rootcert_pem: &str) -> Registry {
+        Registry::start_inner(
+            Auth::Token {
+                realm,
+                rootcert_pem,
+            },
+            None,
+        )
     }
 
     /// A registry serving HTTPS with the given PEM certificate and key (no auth). Only
     /// for TLS tests: [`Pusher`] speaks plain HTTP.
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Registry {
-        Registry::start_inner(false, Some((cert_pem, key_pem)))
+        Registry::start_inner(Auth::Anonymous, Some((cert_pem, key_pem)))
     }
 
-    fn start_with(basic_auth: bool) -> Registry {
-        Registry::start_inner(basic_auth, None)
-    }
-
-    fn start_inner(basic_auth: bool, tls: Option<(&str, &str)>) -> Registry {
+    fn start_inner(auth: Auth<'_>, tls: Option<(&str, &str)>) -> Registry {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            let mut registry = Registry::spawn(free_port(), basic_auth, tls);
+            let mut registry = Registry::spawn(free_port(), auth, tls);
             if registry.wait_ready() {
                 return registry;
             }
@@ -128,7 +156,7 @@ impl Registry {
         panic!("docker-registry did not start in {START_ATTEMPTS} attempts:\n{last_log}");
     }
 
-    fn spawn(port: u16, basic_auth: bool, tls: Option<(&str, &str)>) -> Registry {
+    fn spawn(port: u16, auth: Auth<'_>, tls: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().expect("registry tempdir");
         // JSON is YAML, and serde_json quotes the temp paths correctly.
         let mut config = json!({
@@ -140,10 +168,26 @@ impl Registry {
             },
             "http": {"addr": format!("127.0.0.1:{port}")},
         });
-        if basic_auth {
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
-            config["auth"] = json!({"htpasswd": {"realm": "vouch-test", "path": htpasswd}});
+        match auth {
+            Auth::Anonymous => {}
+            Auth::Basic => {
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
+                config["auth"] = json!({"htpasswd": {"realm": "vouch-test", "path": htpasswd}});
+            }
+            Auth::Token {
+                realm,
+                rootcert_pem,
+            } => {
+                let bundle = dir.path().join("token-issuer.crt");
+                std::fs::write(&bundle, rootcert_pem).expect("write token root certificate");
+                config["auth"] = json!({"token": {
+                    "realm": realm,
+                    "service": token::SERVICE,
+                    "issuer": token::ISSUER,
+                    "rootcertbundle": bundle,
+                }});
+            }
         }
         if let Some((cert, key)) = tls {
             let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
@@ -280,7 +324,20 @@ impl Image {
 pub struct Pusher {
     client: reqwest::Client,
     base: Url,
-    auth: Option<(String, String)>,
+    auth: PushAuth,
+}
+
+/// Makes a bearer token for a repository (its `pull,push` access).
+pub type MintToken = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// What a [`Pusher`] sends with every request.
+enum PushAuth {
+    Anonymous,
+    Basic(String, String),
+    /// A token minted for the repository the request is about. The pusher does not walk
+    /// the token flow itself: vouch's side of that flow is what the tests examine, and a
+    /// second client implementation of it would only add a way for the setup to fail.
+    Bearer(MintToken),
 }
 
 impl Pusher {
@@ -295,14 +352,24 @@ impl Pusher {
         Pusher {
             client,
             base,
-            auth: None,
+            auth: PushAuth::Anonymous,
         }
     }
 
     /// A pusher that sends HTTP Basic credentials with every request.
     pub fn with_basic_auth(registry: &Registry, user: &str, pass: &str) -> Pusher {
         Pusher {
-            auth: Some((user.to_owned(), pass.to_owned())),
+            auth: PushAuth::Basic(user.to_owned(), pass.to_owned()),
+            ..Pusher::new(registry)
+        }
+    }
+
+    /// A pusher for a [`Registry::start_with_token_auth`] registry: every request carries
+    /// `Authorization: Bearer <mint(repository)>` for the repository in its path
+    /// (`/v2/<repository>/blobs/…`, `…/manifests/…`, `…/tags/…`).
+    pub fn with_bearer(registry: &Registry, mint: MintToken) -> Pusher {
+        Pusher {
+            auth: PushAuth::Bearer(mint),
             ..Pusher::new(registry)
         }
     }
@@ -310,10 +377,15 @@ impl Pusher {
     /// A request to `path` (e.g. `/v2/`) on the registry, with this pusher's credentials.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let url = self.base.join(path).expect("registry path");
+        let bearer = match &self.auth {
+            PushAuth::Bearer(mint) => Some(mint(repository_of(url.path()))),
+            _ => None,
+        };
         let request = self.client.request(method, url);
-        match &self.auth {
-            Some((user, pass)) => request.basic_auth(user, Some(pass)),
-            None => request,
+        match (&self.auth, bearer) {
+            (PushAuth::Basic(user, pass), _) => request.basic_auth(user, Some(pass)),
+            (_, Some(token)) => request.bearer_auth(token),
+            _ => request,
         }
     }
 
@@ -487,6 +559,19 @@ impl Pusher {
             media_type: media_type.to_owned(),
         }
     }
+}
+
+/// The repository a v2 API path is about: `acme/api` for `/v2/acme/api/blobs/uploads/…`.
+fn repository_of(path: &str) -> &str {
+    let name = path
+        .strip_prefix("/v2/")
+        .unwrap_or_else(|| panic!("{path} is not a repository path of the v2 API"));
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|part| name.find(part))
+        .min()
+        .map(|end| &name[..end])
+        .unwrap_or_else(|| panic!("{path} names no repository"))
 }
 
 /// The URL that completes an upload: the `Location` of the POST (absolute, or relative to
