@@ -637,8 +637,8 @@ impl RegistryClient {
     }
 
     /// One request with authentication, the concurrency cap and retries: 401 once through
-    /// the token flow, 429 after `Retry-After`, 5xx and connection failures with jittered
-    /// backoff — each only while `budget` allows.
+    /// the token flow, 429 after `Retry-After`, 5xx and connection failures (the registry's
+    /// or its token service's) with jittered backoff — each only while `budget` allows.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -687,11 +687,23 @@ impl RegistryClient {
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !authenticated_retry {
-                authenticated_retry = true;
-                if self.authenticate(resp.headers(), &scope, budget).await? {
-                    continue;
+                match self.authenticate(resp.headers(), &scope, budget).await {
+                    Ok(true) => {
+                        authenticated_retry = true;
+                        continue;
+                    }
+                    Ok(false) => return Err(self.rejected(status)),
+                    // The token service failed the way a registry fails (5xx, 429, a broken
+                    // connection): the exchange is tried again, challenge included, within
+                    // the same budget and attempts as a registry 5xx.
+                    Err(RegistryError::Transient(why)) => {
+                        if self.backoff(attempt, None, budget).await {
+                            continue;
+                        }
+                        return Err(RegistryError::Transient(why));
+                    }
+                    Err(e) => return Err(e),
                 }
-                return Err(self.rejected(status));
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 return Err(self.rejected(status));
