@@ -205,6 +205,21 @@ async fn a_signed_image_verifies_through_the_token_flow_and_the_token_is_reused(
         "{trips:#?}\n{}",
         s.reg.registry.server_log()
     );
+    // The token request is counted with the registry's requests: every 2xx the registry
+    // and its token service answered vouch, the one 401 apart.
+    let metrics = ops_get(s.vouch.running.ops_addr, "/metrics").await.text();
+    let counted = |class: &str| {
+        s.vouch.metric(
+            &metrics,
+            &format!(
+                "vouch_registry_requests_total{{registry=\"{}\",status=\"{class}\"}}",
+                s.host()
+            ),
+        )
+    };
+    let ok_trips = trips.iter().filter(|t| t.status / 100 == 2).count();
+    assert_eq!(counted("2xx"), (ok_trips + 1) as f64, "{trips:#?}");
+    assert_eq!(counted("4xx"), 1.0);
 
     // Another tag of the same repository: nothing cached for the image, the token is.
     let before = s.reg.registry.access_log().len();

@@ -783,8 +783,22 @@ impl RegistryClient {
                 if let Some(c) = &self.credentials {
                     req = req.header(AUTHORIZATION, auth::basic_header(c));
                 }
-                let resp = tokio::time::timeout_at(budget, req.send())
+                // A token request is a request on the registry's behalf: it takes one of
+                // the registry's connection slots and is counted with its requests.
+                let permit = tokio::time::timeout_at(budget, self.permits.acquire())
                     .await
+                    .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
+                    .map_err(|_| RegistryError::Transient("registry client closed".into()))?;
+                let result = tokio::time::timeout_at(budget, req.send()).await;
+                drop(permit);
+                self.metrics.registry_request(
+                    &self.host,
+                    match &result {
+                        Ok(Ok(r)) => Some(r.status().as_u16()),
+                        _ => None,
+                    },
+                );
+                let resp = result
                     .map_err(|_| self.out_of_budget("fetching a token"))?
                     .map_err(|e| self.classify(&e))?;
                 let status = resp.status();
