@@ -408,7 +408,10 @@ async fn a_token_service_answering_garbage_is_a_transient_system_error() {
     s.reg.proxy.on(token_rule(Fault::Garbage));
     let (r, _) = s.ask(&key).await;
     let system = only_system_error(&r);
-    let prefix = transient(&key, &format!("request to registry {} failed: ", s.host()));
+    let prefix = transient(
+        &key,
+        &format!("request to token service of {} failed: ", s.host()),
+    );
     assert!(system.starts_with(&prefix), "{system}");
     assert!(!system.contains(PASSWORD), "{system}");
     // Retried like a broken registry connection: four attempts, then the error.

@@ -800,7 +800,7 @@ impl RegistryClient {
                 );
                 let resp = result
                     .map_err(|_| self.out_of_budget("fetching a token"))?
-                    .map_err(|e| self.classify(&e))?;
+                    .map_err(|e| classify(&e, &format!("token service of {}", self.host)))?;
                 let status = resp.status();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                     return Err(self.rejected(status));
@@ -853,23 +853,26 @@ impl RegistryClient {
 
     /// Sorts a reqwest error into the outcome classes.
     fn classify(&self, e: &reqwest::Error) -> RegistryError {
-        if let Some(tls) = find_rustls_error(e) {
-            return RegistryError::Tls(format!("TLS with registry {} failed: {tls}", self.host));
-        }
-        if e.is_timeout() {
-            return RegistryError::Transient(format!("registry {} timed out", self.host));
-        }
-        if e.is_connect() {
-            return RegistryError::Transient(format!("registry {} is unreachable", self.host));
-        }
-        if e.is_body() || e.is_decode() {
-            return RegistryError::Transient(format!(
-                "registry {} broke off the response: {e}",
-                self.host
-            ));
-        }
-        RegistryError::Transient(format!("request to registry {} failed: {e}", self.host))
+        classify(e, &format!("registry {}", self.host))
     }
+}
+
+/// Sorts a reqwest error into the outcome classes; `who` names the server in the message
+/// (`registry H`, or `token service of H`, so an operator looks at the right one).
+fn classify(e: &reqwest::Error, who: &str) -> RegistryError {
+    if let Some(tls) = find_rustls_error(e) {
+        return RegistryError::Tls(format!("TLS with {who} failed: {tls}"));
+    }
+    if e.is_timeout() {
+        return RegistryError::Transient(format!("{who} timed out"));
+    }
+    if e.is_connect() {
+        return RegistryError::Transient(format!("{who} is unreachable"));
+    }
+    if e.is_body() || e.is_decode() {
+        return RegistryError::Transient(format!("{who} broke off the response: {e}"));
+    }
+    RegistryError::Transient(format!("request to {who} failed: {e}"))
 }
 
 fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
