@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use serde_json::Value;
 use support::registry::*;
 use support::*;
@@ -264,37 +261,10 @@ async fn basic_auth_with_right_and_wrong_credentials() {
     );
 }
 
-/// A TCP listener on loopback that counts connection attempts.
-struct Counter {
-    addr: std::net::SocketAddr,
-    count: Arc<AtomicUsize>,
-}
-
-impl Counter {
-    async fn start() -> Counter {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let count = Arc::new(AtomicUsize::new(0));
-        let c = count.clone();
-        tokio::spawn(async move {
-            while let Ok((_s, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        Counter { addr, count }
-    }
-
-    fn connections(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-}
-
 #[tokio::test]
 async fn an_unconfigured_host_gets_no_policy_without_any_connection() {
     let s = setup().await;
-    let counter = Counter::start().await;
+    let counter = CountingListener::start().await;
     let key = format!("{}/acme/api:1.0", counter.addr);
     let v = s.verdict(&key).await;
     assert_code(&v, "no-policy");
@@ -309,7 +279,7 @@ async fn an_unconfigured_host_gets_no_policy_without_any_connection() {
 #[tokio::test]
 async fn a_redirect_to_an_unconfigured_host_is_not_followed() {
     // A "registry" that redirects every request to another loopback host:port.
-    let elsewhere = Counter::start().await;
+    let elsewhere = CountingListener::start().await;
     let target = format!("http://{}/stolen", elsewhere.addr);
     let app = axum::Router::new().fallback(move || {
         let target = target.clone();

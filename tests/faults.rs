@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,23 +108,6 @@ fn status(code: u16, retry_after: Option<&str>) -> Fault {
         code,
         retry_after: retry_after.map(str::to_string),
     }
-}
-
-/// A listener that counts connections and never answers: the host a redirect points to.
-async fn counting_listener() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let n = Arc::new(AtomicUsize::new(0));
-    let counted = n.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            drop(s);
-        }
-    });
-    (addr, n)
 }
 
 fn cases(elsewhere: std::net::SocketAddr) -> Vec<Case> {
@@ -303,8 +284,8 @@ async fn registry_faults_never_turn_into_a_pass() {
     let pusher = Pusher::new(&registry);
     let proxy = FaultProxy::start(registry.addr).await;
     let key = CosignKey::generate();
-    let (elsewhere, elsewhere_hits) = counting_listener().await;
-    let cases = cases(elsewhere);
+    let elsewhere = CountingListener::start().await;
+    let cases = cases(elsewhere.addr);
 
     // Each case: `acme/caseNN` signed, `acme/caseNN-bare` unsigned, both named through the
     // proxy (the signature names the proxy's host, which is what vouch sees).
@@ -414,11 +395,7 @@ async fn registry_faults_never_turn_into_a_pass() {
         }
     }
     println!("fault: worst answer time {} ms", worst.as_millis());
-    assert_eq!(
-        elsewhere_hits.load(Ordering::SeqCst),
-        0,
-        "a redirect was followed"
-    );
+    assert_eq!(elsewhere.connections(), 0, "a redirect was followed");
 
     // Healthy again: a new image verifies through the same proxy without faults.
     proxy.clear();

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -456,44 +455,10 @@ async fn a_token_the_registry_does_not_trust_is_an_auth_error() {
     assert_eq!(s.token_requests("acme/api").len(), 3);
 }
 
-/// A loopback listener that counts connections and never answers; closed on drop.
-struct Trap {
-    addr: std::net::SocketAddr,
-    count: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Trap {
-    async fn start() -> Trap {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let count = Arc::new(AtomicUsize::new(0));
-        let counted = count.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((_tcp, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        Trap { addr, count, task }
-    }
-
-    fn connections(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Trap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn a_realm_on_another_loopback_port_is_never_contacted() {
     let tokens = TokenService::start().await;
-    let trap = Trap::start().await;
+    let trap = CountingListener::start().await;
     let cases = [
         (
             format!("http://{}/token", trap.addr),

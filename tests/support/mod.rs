@@ -441,6 +441,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback listener that counts the connections made to it and closes each at once:
+/// the host a redirect or a token realm points to, where vouch must never go. Stops on
+/// drop.
+pub struct CountingListener {
+    pub addr: SocketAddr,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    pub async fn start() -> CountingListener {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a counting listener on loopback");
+        let addr = listener.local_addr().expect("counting listener address");
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        CountingListener { addr, count, task }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// True once nothing listens at `addr` any more (waits at most [`STEP`]).
 pub async fn listener_closed(addr: SocketAddr) -> bool {
     eventually(STEP, || async {
