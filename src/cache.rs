@@ -93,15 +93,10 @@ impl CachedVerdict {
             Err(e) => Report::failed(
                 "",
                 "",
-                crate::verify::VerdictCode::InvalidSignature,
+                VerdictCode::InvalidSignature,
                 format!("internal: unreadable cached verdict: {e}"),
             ),
         }
-    }
-
-    /// Bytes the encoded report takes.
-    pub fn encoded_len(&self) -> usize {
-        self.encoded.len()
     }
 
     /// How much longer it may be served.
@@ -134,46 +129,25 @@ enum CompactDigest {
 
 impl CompactDigest {
     fn new(digest: String) -> CompactDigest {
-        let raw = digest
-            .strip_prefix("sha256:")
-            .filter(|hex| hex.len() == 64)
-            .and_then(|hex| {
-                let mut raw = [0u8; 32];
-                for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-                    raw[i] = (lower_hex_value(pair[0])? << 4) | lower_hex_value(pair[1])?;
-                }
-                Some(raw)
-            });
-        match raw {
-            Some(raw) => CompactDigest::Sha256(raw),
-            None => CompactDigest::Text(digest),
+        if !crate::registry::is_sha256_digest(&digest) {
+            return CompactDigest::Text(digest);
         }
+        let hex = &digest["sha256:".len()..];
+        let mut raw = [0u8; 32];
+        for (i, byte) in raw.iter_mut().enumerate() {
+            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
+                Ok(b) => *byte = b,
+                Err(_) => return CompactDigest::Text(digest),
+            }
+        }
+        CompactDigest::Sha256(raw)
     }
 
     fn into_string(self) -> String {
         match self {
-            CompactDigest::Sha256(raw) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut s = String::with_capacity(71);
-                s.push_str("sha256:");
-                for b in raw {
-                    s.push(char::from(HEX[usize::from(b >> 4)]));
-                    s.push(char::from(HEX[usize::from(b & 15)]));
-                }
-                s
-            }
+            CompactDigest::Sha256(raw) => crate::registry::sha256_digest_of(&raw),
             CompactDigest::Text(s) => s,
         }
-    }
-}
-
-/// The value of a lower-case hex digit; upper case is not accepted, so that decoding gives
-/// back exactly the digest that was encoded.
-fn lower_hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
     }
 }
 
@@ -662,9 +636,9 @@ mod tests {
         let json = serde_json::to_string(&report).expect("json");
         let cached = CachedVerdict::new(report, Duration::from_secs(1));
         assert!(
-            cached.encoded_len() <= 72,
+            cached.encoded.len() <= 72,
             "{} bytes (JSON: {})",
-            cached.encoded_len(),
+            cached.encoded.len(),
             json.len()
         );
     }

@@ -652,10 +652,6 @@ impl RegistryClient {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let permit = tokio::time::timeout_at(budget, self.permits.acquire())
-                .await
-                .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
-                .map_err(|_| RegistryError::Transient("registry client closed".into()))?;
             let mut req = self
                 .http
                 .request(method.clone(), url)
@@ -665,16 +661,8 @@ impl RegistryClient {
             } else if let Some(c) = &self.credentials {
                 req = req.header(AUTHORIZATION, auth::basic_header(c));
             }
-            let result = tokio::time::timeout_at(budget, req.send()).await;
-            drop(permit);
-            let status = match &result {
-                Ok(Ok(r)) => Some(r.status().as_u16()),
-                _ => None,
-            };
-            self.metrics.registry_request(&self.host, status);
-            let resp = match result {
-                Err(_) => return Err(self.out_of_budget("waiting for an answer")),
-                Ok(Err(e)) => {
+            let resp = match self.exchange(req, budget, "waiting for an answer").await? {
+                Err(e) => {
                     let err = self.classify(&e);
                     if matches!(err, RegistryError::Transient(_))
                         && self.backoff(attempt, None, budget).await
@@ -683,7 +671,7 @@ impl RegistryClient {
                     }
                     return Err(err);
                 }
-                Ok(Ok(r)) => r,
+                Ok(r) => r,
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !authenticated_retry {
@@ -720,6 +708,29 @@ impl RegistryClient {
             }
             return Ok(resp);
         }
+    }
+
+    /// Sends `req` holding one of the registry's connection slots (`maxConcurrency`) and
+    /// counts it in the request metric. The outer error is the budget running out before a
+    /// slot or an answer (`doing` says which wait); the inner result is the exchange's.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        budget: Instant,
+        doing: &str,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, RegistryError> {
+        let permit = tokio::time::timeout_at(budget, self.permits.acquire())
+            .await
+            .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
+            .map_err(|_| RegistryError::Transient("registry client closed".into()))?;
+        let result = tokio::time::timeout_at(budget, req.send()).await;
+        drop(permit);
+        let status = match &result {
+            Ok(Ok(r)) => Some(r.status().as_u16()),
+            _ => None,
+        };
+        self.metrics.registry_request(&self.host, status);
+        result.map_err(|_| self.out_of_budget(doing))
     }
 
     fn rejected(&self, status: StatusCode) -> RegistryError {
@@ -785,21 +796,9 @@ impl RegistryClient {
                 }
                 // A token request is a request on the registry's behalf: it takes one of
                 // the registry's connection slots and is counted with its requests.
-                let permit = tokio::time::timeout_at(budget, self.permits.acquire())
-                    .await
-                    .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
-                    .map_err(|_| RegistryError::Transient("registry client closed".into()))?;
-                let result = tokio::time::timeout_at(budget, req.send()).await;
-                drop(permit);
-                self.metrics.registry_request(
-                    &self.host,
-                    match &result {
-                        Ok(Ok(r)) => Some(r.status().as_u16()),
-                        _ => None,
-                    },
-                );
-                let resp = result
-                    .map_err(|_| self.out_of_budget("fetching a token"))?
+                let resp = self
+                    .exchange(req, budget, "fetching a token")
+                    .await?
                     .map_err(|e| classify(&e, &format!("token service of {}", self.host)))?;
                 let status = resp.status();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -958,11 +957,16 @@ fn realm_allowed(realm: &reqwest::Url, registry_base: &str) -> Result<(), &'stat
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let d = digest(&SHA256, bytes);
-    let mut s = String::with_capacity(71);
+    sha256_digest_of(digest(&SHA256, bytes).as_ref())
+}
+
+/// `sha256:` and the lower-case hex of `raw`, the bytes of a SHA-256 hash.
+pub fn sha256_digest_of(raw: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(7 + 2 * raw.len());
     s.push_str("sha256:");
-    for b in d.as_ref() {
-        s.push_str(&format!("{b:02x}"));
+    for b in raw {
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
