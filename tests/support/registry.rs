@@ -377,15 +377,12 @@ impl Pusher {
     /// A request to `path` (e.g. `/v2/`) on the registry, with this pusher's credentials.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let url = self.base.join(path).expect("registry path");
-        let bearer = match &self.auth {
-            PushAuth::Bearer(mint) => Some(mint(repository_of(url.path()))),
-            _ => None,
-        };
+        let repository_path = url.path().to_owned();
         let request = self.client.request(method, url);
-        match (&self.auth, bearer) {
-            (PushAuth::Basic(user, pass), _) => request.basic_auth(user, Some(pass)),
-            (_, Some(token)) => request.bearer_auth(token),
-            _ => request,
+        match &self.auth {
+            PushAuth::Anonymous => request,
+            PushAuth::Basic(user, pass) => request.basic_auth(user, Some(pass)),
+            PushAuth::Bearer(mint) => request.bearer_auth(mint(repository_of(&repository_path))),
         }
     }
 

@@ -42,8 +42,8 @@ use super::registry::{MintToken, PASSWORD, Pusher, Registry, USER};
 pub const SERVICE: &str = "vouch-test-registry";
 /// The registry's `auth.token.issuer`: the `iss` of the tokens it accepts.
 pub const ISSUER: &str = "vouch-test-token-service";
-/// How long issued tokens are valid unless [`TokenService::set_expires_in`] says otherwise.
-pub const DEFAULT_EXPIRES_IN: u64 = 300;
+/// How long issued tokens are valid (`expires_in`, and `exp - iat`).
+pub const EXPIRES_IN: u64 = 300;
 
 /// What the token service answers an authorized request with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,6 @@ struct State {
     trusted: TokenKey,
     untrusted: TokenKey,
     issue: Mutex<Issue>,
-    expires_in: AtomicU64,
     log: Mutex<Vec<TokenRequest>>,
     next_id: AtomicU64,
 }
@@ -131,8 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
-    /// The claims of a token for `subject` with `access`, valid from now for the current
-    /// `expires_in`.
+    /// The claims of a token for `subject` with `access`, valid from now for
+    /// [`EXPIRES_IN`].
     fn claims(&self, subject: &str, access: Vec<Value>) -> Value {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -143,7 +142,7 @@ impl State {
             "iss": ISSUER,
             "sub": subject,
             "aud": SERVICE,
-            "exp": now + self.expires_in.load(Ordering::Relaxed),
+            "exp": now + EXPIRES_IN,
             "nbf": now,
             "iat": now,
             "jti": format!("vouch-test-{id}"),
@@ -177,7 +176,6 @@ impl TokenService {
             trusted: TokenKey::generate("vouch test token service"),
             untrusted: TokenKey::generate("some other token service"),
             issue: Mutex::new(Issue::Trusted),
-            expires_in: AtomicU64::new(DEFAULT_EXPIRES_IN),
             log: Mutex::default(),
             next_id: AtomicU64::new(0),
         });
@@ -195,23 +193,13 @@ impl TokenService {
         *lock(&self.state.issue) = issue;
     }
 
-    /// The `expires_in` (and `exp - iat`) of tokens issued from now on.
-    pub fn set_expires_in(&self, seconds: u64) {
-        self.state.expires_in.store(seconds, Ordering::Relaxed);
-    }
-
     /// Every request seen so far, in order.
     pub fn requests(&self) -> Vec<TokenRequest> {
         lock(&self.state.log).clone()
     }
 
-    /// A trusted token for [`USER`] with `actions` on `repository`, without a request.
-    pub fn mint(&self, repository: &str, actions: &[&str]) -> String {
-        self.state.mint(repository, actions)
-    }
-
-    /// [`TokenService::mint`] with `pull,push`, for [`Pusher::with_bearer`]. Minted tokens
-    /// are not requests: they do not show in [`TokenService::requests`].
+    /// Trusted `pull,push` tokens for [`USER`] on a repository, for [`Pusher::with_bearer`].
+    /// Minted tokens are not requests: they do not show in [`TokenService::requests`].
     pub fn minter(&self) -> MintToken {
         let state = self.state.clone();
         Arc::new(move |repository| state.mint(repository, &["pull", "push"]))
@@ -288,11 +276,10 @@ fn answer(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         Issue::Trusted | Issue::AccessTokenOnly => &state.trusted,
     };
     let jwt = key.jwt(&state.claims(USER, grants(&scopes)));
-    let expires_in = state.expires_in.load(Ordering::Relaxed);
     let body = if issue == Issue::AccessTokenOnly {
-        json!({"access_token": jwt, "expires_in": expires_in})
+        json!({"access_token": jwt, "expires_in": EXPIRES_IN})
     } else {
-        json!({"token": jwt, "access_token": jwt, "expires_in": expires_in})
+        json!({"token": jwt, "access_token": jwt, "expires_in": EXPIRES_IN})
     };
     reply(StatusCode::OK, &[], &body.to_string())
 }
