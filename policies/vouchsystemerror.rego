@@ -2,22 +2,16 @@ package vouchsystemerror
 
 import data.lib.vouch.images
 
-# vouch could not reach a verdict: the request as a whole failed (system_error, checked
-# first: on a transport failure responses and errors are null), or some keys got a
-# per-key error. status_code is never consulted: it is 0 when every key came from
-# Gatekeeper's cache.
+# vouch could not reach a verdict because something was unavailable: a registry down or
+# rate-limiting, the deadline reached, vouch itself unreachable. Its constraint warns
+# under fail-open and denies under fail-closed. system_error is checked, never
+# status_code (0 when every key came from Gatekeeper's cache). Everything that is not an
+# outage (per-key errors, "request-invalid:" refusals) is VouchVerification's business
+# and denied in both modes.
 violation[{"msg": msg, "details": {"images": images}}] {
 	count(images) > 0
 	response := external_data({"provider": "vouch-verify", "keys": images})
 	response.system_error != ""
+	not startswith(response.system_error, "request-invalid:")
 	msg := sprintf("vouch could not verify %v: %v", [images, response.system_error])
-}
-
-violation[{"msg": msg, "details": {"image": image}}] {
-	count(images) > 0
-	response := external_data({"provider": "vouch-verify", "keys": images})
-	response.system_error == ""
-	err := response.errors[_]
-	image := err[0]
-	msg := sprintf("vouch could not verify %v: %v", [image, err[1]])
 }

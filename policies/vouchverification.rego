@@ -2,9 +2,17 @@ package vouchverification
 
 import data.lib.vouch.images
 
-# One violation per image whose verdict is "not verified". Per-key errors and system
-# errors are the VouchSystemError template's business: this one only reads verdicts, so a
-# transport failure (responses null) raises nothing here.
+# Denies, in both failure modes, every image vouch did not verify. Fail-open is for outages
+# only, so everything that is not an outage is raised here, never in VouchSystemError:
+# - a verdict with verified false (unsigned, untrusted signer, invalid image...);
+# - a per-key error: no verdict, for a reason a retry will not fix (registry credentials
+#   rejected, registry TLS not trusted, a registry breaking the protocol);
+# - a request vouch refused as a whole because of what it holds (systemError starting with
+#   "request-invalid:": too many images, a body over the size limit), so a pod author
+#   cannot turn a denial into a warning by padding the pod.
+# Outages (systemError "unavailable: ..." or Gatekeeper's own transport errors) are left to
+# VouchSystemError, which follows the failure policy; on a transport failure the lists
+# are null and nothing here matches.
 violation[{"msg": msg, "details": {"image": image, "code": value.code}}] {
 	count(images) > 0
 	response := external_data({"provider": "vouch-verify", "keys": images})
@@ -13,4 +21,21 @@ violation[{"msg": msg, "details": {"image": image, "code": value.code}}] {
 	value := item[1]
 	value.verified == false
 	msg := sprintf("image %v is not verified: %v: %v", [image, value.code, value.reason])
+}
+
+violation[{"msg": msg, "details": {"image": image, "code": code}}] {
+	count(images) > 0
+	response := external_data({"provider": "vouch-verify", "keys": images})
+	err := response.errors[_]
+	image := err[0]
+	code := split(err[1], ":")[0]
+	msg := sprintf("image %v could not be verified: %v", [image, err[1]])
+}
+
+violation[{"msg": msg, "details": {"images": n, "code": "request-invalid"}}] {
+	n := count(images)
+	n > 0
+	response := external_data({"provider": "vouch-verify", "keys": images})
+	startswith(response.system_error, "request-invalid:")
+	msg := sprintf("vouch refused to verify the %v image(s) of this object: %v", [n, response.system_error])
 }

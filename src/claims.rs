@@ -231,6 +231,10 @@ impl Engine for ClaimsEngine {
         }
         .boxed()
     }
+
+    fn oversized(&self, _key: &str, why: String) -> Outcome {
+        Outcome::Error(KeyError::new(ErrorCode::InvalidClaim, why))
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     InvalidReference,
     /// The image does not exist (mutation only; verification answers a verdict).
     NotFound,
+    /// The image's manifest, as served, cannot be used (mutation only; verification answers
+    /// a verdict).
+    InvalidImage,
 }
 
 impl ErrorCode {
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::InvalidClaim => "invalid-claim",
             ErrorCode::InvalidReference => "invalid-reference",
             ErrorCode::NotFound => "not-found",
+            ErrorCode::InvalidImage => "invalid-image",
         }
     }
 }
@@ -87,5 +91,13 @@ pub trait Engine: Send + Sync + 'static {
     /// can answer it without spawning a task. `None`: call [`Engine::evaluate`].
     fn cached(&self, _key: &str) -> Option<Outcome> {
         None
+    }
+
+    /// The answer for a key over `limits.maxKeyBytes` (`why` names the limit), which is
+    /// never evaluated. Keys are written by pod authors, so an over-long one is answered
+    /// on its own rather than failing the request; the default is the per-key error
+    /// `invalid-reference: …`, and the verification engine answers a failed verdict.
+    fn oversized(&self, _key: &str, why: String) -> Outcome {
+        Outcome::Error(KeyError::new(ErrorCode::InvalidReference, why))
     }
 }

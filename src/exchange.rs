@@ -12,14 +12,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::Limits;
 use crate::engine::{Engine, Outcome};
 use crate::metrics::{Endpoint, KeyOutcome, Metrics, RequestOutcome};
-use crate::protocol::{Item, ProviderResponse, RequestError, parse_request};
+use crate::protocol::{
+    Item, ProviderResponse, RequestError, SystemErrorClass, key_too_long, parse_request,
+};
 
 /// An endpoint's engine and its bounds.
 pub struct Exchange {
@@ -63,6 +65,12 @@ impl Exchange {
         ProviderResponse::system_error(self.idempotent, e.to_string())
     }
 
+    /// The body, at most `limits.maxBodyBytes`, before the deadline. A body over the limit
+    /// is still read to its end — and thrown away — up to `limits.maxDrainBytes`, so the
+    /// client gets the refusal instead of a connection reset in the middle of its upload:
+    /// the refusal is `request-invalid` and denies in both modes, but a reset is a
+    /// transport failure, which fail-open admits. A declared length over the drain bound
+    /// is refused without reading.
     async fn read_body<B>(
         &self,
         body: B,
@@ -74,18 +82,35 @@ impl Exchange {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.limits.max_body_bytes;
-        if content_length.is_some_and(|n| n > limit as u64) {
+        let drain = self.limits.max_drain_bytes.max(limit);
+        if content_length.is_some_and(|n| n > drain as u64) {
             return Err(RequestError::BodyTooLarge { limit });
         }
-        let collect = Limited::new(body, limit).collect();
-        match tokio::time::timeout_at(deadline_at, collect).await {
-            Err(_) => Err(RequestError::BodyTimeout(self.deadline.as_millis())),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(RequestError::BodyTooLarge { limit })
+        let read = async {
+            let mut body = std::pin::pin!(body);
+            let mut kept = Vec::new();
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| RequestError::BodyRead(e.into().to_string()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                seen = seen.saturating_add(data.len());
+                if seen > drain {
+                    break;
+                }
+                if seen <= limit {
+                    kept.extend_from_slice(&data);
+                }
             }
-            Ok(Err(e)) => Err(RequestError::BodyRead(e.to_string())),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        }
+            if seen > limit {
+                return Err(RequestError::BodyTooLarge { limit });
+            }
+            Ok(Bytes::from(kept))
+        };
+        tokio::time::timeout_at(deadline_at, read)
+            .await
+            .unwrap_or(Err(RequestError::BodyTimeout(self.deadline.as_millis())))
     }
 
     async fn fan_out(
@@ -94,9 +119,15 @@ impl Exchange {
         keys: Vec<String>,
         deadline_at: Instant,
     ) -> ProviderResponse {
-        // Keys with an outcome at hand (cached verdicts) are answered without a task.
-        let mut outcomes: Vec<Option<Outcome>> =
-            keys.iter().map(|k| self.engine.cached(k)).collect();
+        // Keys with an outcome at hand (over-long keys, cached verdicts) are answered
+        // without a task.
+        let mut outcomes: Vec<Option<Outcome>> = keys
+            .iter()
+            .map(|k| match key_too_long(k, &self.limits) {
+                Some(why) => Some(self.engine.oversized(k, why)),
+                None => self.engine.cached(k),
+            })
+            .collect();
         let mut pending: FuturesUnordered<_> = keys
             .iter()
             .enumerate()
@@ -161,6 +192,8 @@ impl Exchange {
         m.key_done(self.endpoint, KeyOutcome::Transient, transient.len() as u64);
         m.key_done(self.endpoint, KeyOutcome::Deadline, late.len() as u64);
 
+        // Both parts are unavailability: the system-error template follows the failure
+        // policy for them.
         let mut system = Vec::new();
         if !transient.is_empty() {
             system.push(format!(
@@ -177,10 +210,15 @@ impl Exchange {
                 late.join(", ")
             ));
         }
-        if !system.is_empty() {
-            tracing::info!(system_error = %system.join("; "), "answered with a system error");
+        let system_error = if system.is_empty() {
+            String::new()
+        } else {
+            SystemErrorClass::Unavailable.message(system.join("; "))
+        };
+        if !system_error.is_empty() {
+            tracing::info!(%system_error, "answered with a system error");
         }
-        ProviderResponse::new(api_version, self.idempotent, items, system.join("; "))
+        ProviderResponse::new(api_version, self.idempotent, items, system_error)
     }
 }
 
@@ -260,7 +298,8 @@ mod tests {
         assert_eq!(r.items.len(), 1);
         assert_eq!(r.items[0].key, "v1");
         assert!(
-            r.system_error.starts_with("deadline of 200 ms"),
+            r.system_error
+                .starts_with("unavailable: deadline of 200 ms"),
             "{}",
             r.system_error
         );
@@ -290,7 +329,63 @@ mod tests {
         assert!(r.items.is_empty());
         assert_eq!(
             r.system_error,
-            "request body exceeds limits.maxBodyBytes (1048576 bytes)"
+            "request-invalid: request body exceeds limits.maxBodyBytes (1048576 bytes)"
         );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_read_to_its_end_before_the_refusal() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // 3 MiB in 64 KiB frames, no declared length: over the 1 MiB limit, under the
+        // 8 MiB drain bound.
+        let read = Arc::new(AtomicUsize::new(0));
+        let counted = read.clone();
+        let frames = futures_util::stream::iter((0..48).map(move |_| {
+            counted.fetch_add(64 * 1024, Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![
+                b' ';
+                64 * 1024
+            ])))
+        }));
+        let body = http_body_util::StreamBody::new(frames);
+        let r = exchange(1000).answer(body, None).await.response;
+        assert_eq!(
+            r.system_error,
+            "request-invalid: request body exceeds limits.maxBodyBytes (1048576 bytes)"
+        );
+        assert_eq!(read.load(Ordering::Relaxed), 3 * 1024 * 1024, "drained");
+    }
+
+    #[tokio::test]
+    async fn an_over_long_key_is_answered_on_its_own() {
+        let long = format!("v{}", "x".repeat(Limits::default().max_key_bytes));
+        let r = exchange(1000)
+            .answer(request(&[&long, "v1"]), None)
+            .await
+            .response;
+        assert_eq!(r.system_error, "", "the request as a whole is answered");
+        assert_eq!(r.items.len(), 2);
+        assert_eq!(r.items[0].key, long, "the exact key, however long");
+        assert_eq!(
+            r.items[0].error.as_deref(),
+            Some("invalid-reference: key is 2049 bytes, over limits.maxKeyBytes (2048)"),
+            "never evaluated, although the engine would have answered a value"
+        );
+        assert_eq!(r.items[1].value, Some(Json::new("v1")));
+    }
+
+    #[tokio::test]
+    async fn unavailability_is_one_class() {
+        let r = exchange(1000)
+            .answer(request(&["t1", "t2"]), None)
+            .await
+            .response;
+        assert!(
+            r.system_error
+                .starts_with("unavailable: transient failure for 2 key(s)"),
+            "{}",
+            r.system_error
+        );
+        assert_eq!(r.system_error.matches("unavailable:").count(), 1);
     }
 }

@@ -140,44 +140,86 @@ pub struct ParsedRequest {
     pub keys: Vec<String>,
 }
 
-/// Why a request was refused as a whole. The `Display` text is the `systemError`.
+/// The class a `systemError` text starts with, so a template can tell what the request
+/// itself decided from what an outage caused (SPEC §1, extended in docs/CONFIG.md).
+///
+/// Fail-open is for availability only: the shipped system-error template follows the
+/// failure policy for [`SystemErrorClass::Unavailable`] (and for Gatekeeper's own transport
+/// errors, which carry no class), while the verification template denies
+/// [`SystemErrorClass::RequestInvalid`] in both modes — a pod author who makes the request
+/// too big must not turn a denial into a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemErrorClass {
+    /// The request as sent cannot be answered: over a limit, malformed. A retry gets the
+    /// same answer.
+    RequestInvalid,
+    /// vouch or something it depends on is unavailable (registry down, deadline reached,
+    /// Redis unreachable). A retry may succeed; Gatekeeper never caches it.
+    Unavailable,
+}
+
+impl SystemErrorClass {
+    /// The prefix, without the `": "` that follows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemErrorClass::RequestInvalid => "request-invalid",
+            SystemErrorClass::Unavailable => "unavailable",
+        }
+    }
+
+    /// `message` as a `systemError` text of this class.
+    pub fn message(self, message: impl fmt::Display) -> String {
+        format!("{}: {message}", self.as_str())
+    }
+}
+
+/// Why a request was refused as a whole. The `Display` text is the `systemError`, its class
+/// prefix included.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("request body is empty; expected a ProviderRequest JSON object")]
+    #[error("request-invalid: request body is empty; expected a ProviderRequest JSON object")]
     EmptyBody,
-    #[error("request body exceeds limits.maxBodyBytes ({limit} bytes)")]
+    #[error("request-invalid: request body exceeds limits.maxBodyBytes ({limit} bytes)")]
     BodyTooLarge { limit: usize },
-    #[error("request body is not a valid ProviderRequest: {0}")]
+    #[error("request-invalid: request body is not a valid ProviderRequest: {0}")]
     Malformed(String),
     #[error(
-        "unsupported apiVersion {0:?}; expected {API_VERSION_V1BETA1} or {API_VERSION_V1ALPHA1}"
+        "request-invalid: unsupported apiVersion {0:?}; expected {API_VERSION_V1BETA1} or {API_VERSION_V1ALPHA1}"
     )]
     ApiVersion(String),
-    #[error("unsupported kind {0:?}; expected {KIND_REQUEST}")]
+    #[error("request-invalid: unsupported kind {0:?}; expected {KIND_REQUEST}")]
     Kind(String),
-    #[error("request has {count} keys, over limits.maxKeys ({limit})")]
+    #[error("request-invalid: request has {count} keys, over limits.maxKeys ({limit})")]
     TooManyKeys { count: usize, limit: usize },
-    #[error("key #{index} ({preview}) is {len} bytes, over limits.maxKeyBytes ({limit})")]
-    KeyTooLong {
-        index: usize,
-        preview: KeyPreview,
-        len: usize,
-        limit: usize,
-    },
-    #[error("request body was not received before the deadline ({0} ms)")]
+    #[error("unavailable: request body was not received before the deadline ({0} ms)")]
     BodyTimeout(u128),
-    #[error("request body could not be read: {0}")]
+    #[error("unavailable: request body could not be read: {0}")]
     BodyRead(String),
 }
 
-/// The first characters of an over-long key, enough to find it in a log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPreview(pub String);
-
-impl fmt::Display for KeyPreview {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}…", self.0)
+impl RequestError {
+    /// Who caused it: the request (denied in both modes) or the transport.
+    pub fn class(&self) -> SystemErrorClass {
+        match self {
+            RequestError::BodyTimeout(_) | RequestError::BodyRead(_) => {
+                SystemErrorClass::Unavailable
+            }
+            _ => SystemErrorClass::RequestInvalid,
+        }
     }
+}
+
+/// Whether `key` is over `limits.maxKeyBytes`. Such a key is not a reason to refuse the
+/// request: it is answered on its own (a failed verdict or a per-key error, by endpoint),
+/// because a pod author writes keys and must not be able to turn a denial into a warning.
+pub fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
+    (key.len() > limits.max_key_bytes).then(|| {
+        format!(
+            "key is {} bytes, over limits.maxKeyBytes ({})",
+            key.len(),
+            limits.max_key_bytes
+        )
+    })
 }
 
 /// Validates a body against SPEC §1 and the configured limits; returns the distinct keys.
@@ -211,18 +253,6 @@ pub fn parse_request(body: &[u8], limits: &Limits) -> Result<ParsedRequest, Requ
         return Err(RequestError::TooManyKeys {
             count: keys.len(),
             limit: limits.max_keys,
-        });
-    }
-    if let Some((index, key)) = keys
-        .iter()
-        .enumerate()
-        .find(|(_, k)| k.len() > limits.max_key_bytes)
-    {
-        return Err(RequestError::KeyTooLong {
-            index,
-            preview: KeyPreview(key.chars().take(64).collect()),
-            len: key.len(),
-            limit: limits.max_key_bytes,
         });
     }
     Ok(ParsedRequest {
@@ -313,21 +343,17 @@ mod tests {
             )
             .is_ok()
         );
-        let e = parse_request(
+        // An over-long key does not fail the request: it is answered on its own.
+        let r = parse_request(
             &body(API_VERSION_V1BETA1, KIND_REQUEST, r#"["ok","0123456789x"]"#),
             &l,
         )
-        .expect_err("too long");
-        assert!(matches!(
-            e,
-            RequestError::KeyTooLong {
-                index: 1,
-                len: 11,
-                limit: 10,
-                ..
-            }
-        ));
-        assert!(e.to_string().contains("limits.maxKeyBytes"), "{e}");
+        .expect("an over-long key is not a request error");
+        assert_eq!(key_too_long(&r.keys[0], &l), None);
+        assert_eq!(
+            key_too_long(&r.keys[1], &l).as_deref(),
+            Some("key is 11 bytes, over limits.maxKeyBytes (10)")
+        );
         let big = vec![b' '; 4097];
         assert_eq!(
             parse_request(&big, &l),
@@ -341,8 +367,9 @@ mod tests {
         assert_eq!(parse_request(b"", &l), Err(RequestError::EmptyBody));
         let e = parse_request(b"{nope", &l).expect_err("bad json");
         assert!(
-            e.to_string()
-                .starts_with("request body is not a valid ProviderRequest: key must be a string"),
+            e.to_string().starts_with(
+                "request-invalid: request body is not a valid ProviderRequest: key must be a string"
+            ),
             "{e}"
         );
         let e = parse_request(b"[1,2]", &l).expect_err("array");
@@ -356,6 +383,37 @@ mod tests {
         let e = parse_request(&body(API_VERSION_V1BETA1, KIND_REQUEST, "[1]"), &l)
             .expect_err("int key");
         assert!(e.to_string().contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn every_request_error_names_its_class_first() {
+        let all = [
+            RequestError::EmptyBody,
+            RequestError::BodyTooLarge { limit: 1 },
+            RequestError::Malformed("x".into()),
+            RequestError::ApiVersion("v".into()),
+            RequestError::Kind("k".into()),
+            RequestError::TooManyKeys { count: 2, limit: 1 },
+            RequestError::BodyTimeout(5),
+            RequestError::BodyRead("reset".into()),
+        ];
+        for e in all {
+            let text = e.to_string();
+            let prefix = format!("{}: ", e.class().as_str());
+            assert!(
+                text.starts_with(&prefix),
+                "{text:?} does not start with {prefix:?}"
+            );
+        }
+        assert_eq!(
+            RequestError::TooManyKeys { count: 2, limit: 1 }.class(),
+            SystemErrorClass::RequestInvalid,
+            "the request's size is the pod author's doing"
+        );
+        assert_eq!(
+            RequestError::BodyTimeout(5).class(),
+            SystemErrorClass::Unavailable
+        );
     }
 
     #[test]

@@ -181,6 +181,218 @@ async fn templates_under_gatekeeper_semantics() {
     assert_eq!(r.system_error.len(), 1, "{:?}", r.system_error);
 }
 
+/// Whether Gatekeeper admits the object under `policy`: the verification Constraint denies
+/// in both modes, the system-error one only when closed.
+fn admitted(r: &Violations, policy: FailurePolicy) -> bool {
+    r.verification.is_empty() && (policy == FailurePolicy::Open || r.system_error.is_empty())
+}
+
+/// Fail-open means "vouch or the registry is unavailable", never "the pod author or the
+/// image pusher shaped the request or the signature": every row holds an unsigned image,
+/// and in both modes the pod is denied, by the verification template, whatever was added
+/// beside it. A junk layer beside a valid signature does not hide it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_cannot_be_bought_with_the_request_or_the_signature() {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let key = CosignKey::generate();
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let key_file = keys_dir.path().join("k.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("key");
+    let host = registry.host.clone();
+    // 300 KiB of junk under the simple-signing media type: over maxSignatureBytes (256 KiB),
+    // pushed as anyone with push rights could, no key needed.
+    let junk = CosignSignature {
+        payload: vec![b'x'; 300 * 1024],
+        signature_b64: "AAAA".into(),
+    };
+    pusher.push_image("acme/app", "unsigned").await;
+    let unsigned = format!("{host}/acme/app:unsigned");
+    let padded = pusher.push_image("acme/app", "junk-only").await;
+    push_cosign_signatures(
+        &pusher,
+        "acme/app",
+        &padded.digest,
+        std::slice::from_ref(&junk),
+    )
+    .await;
+    let junk_only = format!("{host}/acme/app:junk-only");
+    let signed = pusher.push_image("acme/app", "signed-and-junk").await;
+    let sig = key.sign_image(&format!("{host}/acme/app"), &signed.digest);
+    push_cosign_signatures(&pusher, "acme/app", &signed.digest, &[junk, sig]).await;
+    let signed_and_junk = format!("{host}/acme/app:signed-and-junk");
+
+    let v = Vouch::start(&format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
+        key_file.display()
+    ))
+    .await;
+    let long_name = format!("{host}/acme/{}:1", "a".repeat(2049));
+    assert!(long_name.len() > 2048);
+    let padding: Vec<String> = (0..512).map(|i| format!("{host}/acme/pad{i}:1")).collect();
+
+    let rows: Vec<(&str, Vec<String>)> = vec![
+        ("one unsigned image", vec![unsigned.clone()]),
+        (
+            "the unsigned image and a 2 049-byte image name",
+            vec![unsigned.clone(), long_name.clone()],
+        ),
+        (
+            "the unsigned image and 512 padding containers (513 keys)",
+            std::iter::once(unsigned.clone())
+                .chain(padding.iter().cloned())
+                .collect(),
+        ),
+        (
+            "an unsigned image whose .sig holds a 300 KiB layer",
+            vec![junk_only.clone()],
+        ),
+    ];
+    for policy in [FailurePolicy::Open, FailurePolicy::Closed] {
+        for (name, images) in &rows {
+            // A fresh Gatekeeper per row: its response cache must not answer for vouch.
+            let gk = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
+            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+            let (gk2, object) = (gk.clone(), pod(&refs));
+            let r = tokio::task::spawn_blocking(move || evaluate(&gk2, object))
+                .await
+                .expect("eval");
+            println!(
+                "{policy:?}: {name}: {} verification, {} system-error violation(s)",
+                r.verification.len(),
+                r.system_error.len()
+            );
+            assert!(
+                !r.verification.is_empty(),
+                "{policy:?}, {name}: the verification template denies: {:?} {:?}",
+                r.verification,
+                r.system_error
+            );
+            assert!(
+                r.system_error.is_empty(),
+                "{policy:?}, {name}: nothing here is an outage: {:?}",
+                r.system_error
+            );
+            assert!(!admitted(&r, policy), "{policy:?}, {name}: admitted");
+        }
+        // The junk beside a valid signature is skipped, not fatal.
+        let object = pod(&[&signed_and_junk]);
+        let gk2 = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
+        let r = tokio::task::spawn_blocking(move || evaluate(&gk2, object))
+            .await
+            .expect("eval");
+        assert!(
+            r.verification.is_empty() && r.system_error.is_empty(),
+            "{policy:?}: a valid signature beside junk verifies: {:?} {:?}",
+            r.verification,
+            r.system_error
+        );
+        assert!(admitted(&r, policy));
+    }
+
+    // What each row's keys got from vouch itself.
+    let j = v.verify(&[&unsigned, &long_name]).await;
+    assert_eq!(j["response"]["systemError"], "", "{j}");
+    assert_eq!(
+        j["response"]["items"][1]["value"]["code"],
+        "invalid-reference"
+    );
+    let refs: Vec<&str> = std::iter::once(unsigned.as_str())
+        .chain(padding.iter().map(String::as_str))
+        .collect();
+    let j = v.verify(&refs).await;
+    assert_eq!(
+        j["response"]["systemError"],
+        "request-invalid: request has 513 keys, over limits.maxKeys (512)"
+    );
+    let j = v.verify(&[&junk_only]).await;
+    let verdict = only_verdict(&j);
+    assert_code(&verdict, "invalid-signature");
+    assert!(
+        verdict["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("262144-byte limit")),
+        "{verdict}"
+    );
+    let verdict = only_verdict(&v.verify(&[&signed_and_junk]).await);
+    assert_eq!(verdict["verified"], true, "{verdict}");
+    assert_eq!(verdict["signatures"][0]["verified"], false, "{verdict}");
+    assert_eq!(verdict["signatures"][1]["verified"], true, "{verdict}");
+    let metrics = ops_get(v.running.ops_addr, "/metrics").await.text();
+    assert!(
+        metric_value(
+            &metrics,
+            "vouch_signature_candidates_skipped_total{format=\"cosign\",reason=\"unreadable\"}"
+        ) >= 2.0,
+        "skipped candidates are counted"
+    );
+}
+
+/// A request body over `limits.maxBodyBytes` (1.4 MiB of valid keys, as a pod of about that
+/// size makes) and a request with as many keys as the largest admissible pod (about 1.5 MiB
+/// of containers with one-letter names) are refused as `request-invalid`, which the
+/// verification template denies in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_too_large_to_answer_are_denied_in_both_modes() {
+    let v = Vouch::start(
+        "policies:\n- name: lib\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n",
+    )
+    .await;
+    // 1.4 MiB of keys, each a valid reference under an allow policy.
+    let big: Vec<String> = (0..)
+        .map(|i| format!("docker.io/library/image-{i:06}:{}", "t".repeat(100)))
+        .scan(0usize, |size, k| {
+            *size += k.len() + 3;
+            (*size < 1_400 * 1024).then_some(k)
+        })
+        .collect();
+    // The largest pod the API server stores (~1.5 MiB) with minimal containers
+    // (`{"name":"c","image":"i"}`, some 26 bytes each) has about 60 000 of them.
+    let most: Vec<String> = (0..60_000).map(|i| format!("i{i}")).collect();
+    for (name, keys, want) in [
+        (
+            "1.4 MiB of keys",
+            &big,
+            "request-invalid: request body exceeds limits.maxBodyBytes (1048576 bytes)",
+        ),
+        (
+            "60 000 keys",
+            &most,
+            "request-invalid: request has 60000 keys, over limits.maxKeys (512)",
+        ),
+    ] {
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let j = v.verify(&refs).await;
+        assert_eq!(j["response"]["systemError"], want, "{name}");
+        // Through the templates, as the pod itself: denied in both modes.
+        for policy in [FailurePolicy::Open, FailurePolicy::Closed] {
+            let gk = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
+            let object = pod(&refs);
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || evaluate(&gk, object))
+                .await
+                .expect("eval");
+            println!(
+                "{policy:?}: {name}: {} verification violation(s) in {:?}",
+                r.verification.len(),
+                started.elapsed()
+            );
+            assert_eq!(r.verification.len(), 1, "{name}");
+            assert_eq!(r.verification[0]["details"]["code"], "request-invalid");
+            assert!(r.system_error.is_empty(), "{name}: {:?}", r.system_error);
+            assert!(!admitted(&r, policy), "{policy:?}, {name}: admitted");
+        }
+    }
+    // 513 short keys: over maxKeys, refused as a whole, with the same class.
+    let keys: Vec<String> = (0..513).map(|i| format!("i{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let j = v.verify(&refs).await;
+    assert_eq!(
+        j["response"]["systemError"],
+        "request-invalid: request has 513 keys, over limits.maxKeys (512)"
+    );
+}
+
 /// Every generated object validates against Gatekeeper's published CRD schema for its kind.
 #[test]
 fn generated_objects_match_gatekeeper_crd_schemas() {

@@ -121,10 +121,10 @@ async fn every_limit_holds_at_its_bound_and_fails_just_over() {
     assert!(items(&j).is_empty());
     assert_eq!(
         system_error(&j),
-        "request has 5 keys, over limits.maxKeys (4)"
+        "request-invalid: request has 5 keys, over limits.maxKeys (4)"
     );
 
-    // Key bytes: 100 pass, 101 fail.
+    // Key bytes: 100 pass, 101 get a failed verdict of their own (the others are answered).
     let k100 = format!("nginx:{}", "a".repeat(94));
     assert_eq!(k100.len(), 100);
     let j = conn
@@ -135,14 +135,19 @@ async fn every_limit_holds_at_its_bound_and_fails_just_over() {
     assert_eq!(system_error(&j), "");
     let k101 = format!("{k100}b");
     let j = conn
-        .post("/v1/verify", provider_request(&[&k101]))
+        .post("/v1/verify", provider_request(&[&k101, "nginx:1"]))
         .await
         .expect("ok")
         .json();
-    assert!(
-        system_error(&j).contains("over limits.maxKeyBytes (100)"),
-        "{j}"
+    assert_eq!(system_error(&j), "", "{j}");
+    assert_eq!(items(&j).len(), 2, "{j}");
+    assert_eq!(items(&j)[0]["key"], k101.as_str());
+    assert_code(&items(&j)[0]["value"], "invalid-reference");
+    assert_eq!(
+        items(&j)[0]["value"]["reason"],
+        "key is 101 bytes, over limits.maxKeyBytes (100)"
     );
+    assert_eq!(items(&j)[1]["value"]["verified"], true);
 
     // Body bytes: exactly 2000 passes, 2001 fails (padding with JSON whitespace).
     let base = provider_request(&["nginx"]);
@@ -159,7 +164,7 @@ async fn every_limit_holds_at_its_bound_and_fails_just_over() {
     assert_eq!(r.status, 200);
     assert_eq!(
         system_error(&r.json()),
-        "request body exceeds limits.maxBodyBytes (2000 bytes)"
+        "request-invalid: request body exceeds limits.maxBodyBytes (2000 bytes)"
     );
 }
 
@@ -180,7 +185,7 @@ async fn a_huge_body_is_refused_without_reading_it_all() {
     assert_eq!(r.status, 200);
     assert_eq!(
         system_error(&r.json()),
-        "request body exceeds limits.maxBodyBytes (1048576 bytes)"
+        "request-invalid: request body exceeds limits.maxBodyBytes (1048576 bytes)"
     );
 }
 
@@ -300,7 +305,7 @@ async fn the_deadline_answers_fast_keys_and_names_slow_ones() {
     assert_eq!(keys, ["fast-1", "fast-2"]);
     assert_eq!(
         system_error(&j),
-        "deadline of 400 ms reached before an outcome for 1 key(s): \"slow-1\""
+        "unavailable: deadline of 400 ms reached before an outcome for 1 key(s): \"slow-1\""
     );
     // The connection is still usable after a deadline answer.
     let r = conn

@@ -163,7 +163,7 @@ fn assert_verified(v: &Value, image: &Image) {
 }
 
 fn transient(key: &str, why: &str) -> String {
-    format!("transient failure for 1 key(s), retry: {key:?}: {why}")
+    format!("unavailable: transient failure for 1 key(s), retry: {key:?}: {why}")
 }
 
 fn rejected(host: &str) -> String {
@@ -353,7 +353,9 @@ async fn a_token_service_slower_than_the_deadline_is_answered_at_the_deadline() 
         let (r, took) = s.ask(&key).await;
         assert_eq!(
             only_system_error(&r),
-            format!("deadline of 1000 ms reached before an outcome for 1 key(s): {key:?}"),
+            format!(
+                "unavailable: deadline of 1000 ms reached before an outcome for 1 key(s): {key:?}"
+            ),
             "{r}"
         );
         // The service was asked and answered; the proxy held the answer back.
