@@ -153,6 +153,33 @@ impl VerificationOutcome {
     }
 }
 
+/// Why a signature candidate was skipped instead of checked, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Over a size limit, or not the document expected.
+    Unreadable,
+    /// Named by a manifest or a referrers list, absent from the registry.
+    Missing,
+    /// Did not hash to its digest.
+    DigestMismatch,
+    /// A signature manifest of the wrong shape.
+    Malformed,
+    /// Beyond `limits.maxSignatures`: not examined.
+    OverLimit,
+}
+
+impl SkipReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Unreadable => "unreadable",
+            SkipReason::Missing => "missing",
+            SkipReason::DigestMismatch => "digest_mismatch",
+            SkipReason::Malformed => "malformed",
+            SkipReason::OverLimit => "over_limit",
+        }
+    }
+}
+
 /// All metric families of the process.
 pub struct Metrics {
     registry: Registry,
@@ -168,9 +195,12 @@ pub struct Metrics {
     cache_misses: IntCounterVec,
     cache_coalesced: IntCounterVec,
     verifications: IntCounterVec,
+    signatures_skipped: IntCounterVec,
     registry_requests: IntCounterVec,
     redis_errors: prometheus::IntCounter,
     config_reloads: IntCounterVec,
+    config_last_reload_ok: IntGauge,
+    config_last_reload_time: prometheus::Gauge,
     runtime_tasks: IntGauge,
 }
 
@@ -262,6 +292,12 @@ impl Metrics {
             "Signature verifications run (one per digest and trust config), by outcome.",
             &["outcome"],
         );
+        let signatures_skipped = counter(
+            "vouch_signature_candidates_skipped_total",
+            "Signature candidates not counted as signatures because the registry served them \
+             unusable (or beyond limits.maxSignatures), by format and reason.",
+            &["format", "reason"],
+        );
         let registry_requests = counter(
             "vouch_registry_requests_total",
             "HTTP requests to registries, by configured registry host and status class.",
@@ -272,6 +308,17 @@ impl Metrics {
             "Config reloads, by result.",
             &["result"],
         );
+        let config_last_reload_ok = IntGauge::new(
+            "vouch_config_last_reload_successful",
+            "1 when the last load of the config and the files it names succeeded, 0 when it \
+             failed and the previous config keeps serving.",
+        )
+        .expect("valid metric");
+        let config_last_reload_time = prometheus::Gauge::new(
+            "vouch_config_last_reload_success_timestamp_seconds",
+            "When the running config (and the files it names) was loaded, in Unix seconds.",
+        )
+        .expect("valid metric");
         let redis_errors = prometheus::IntCounter::new(
             "vouch_redis_errors_total",
             "Failed or timed-out calls to the shared Redis tier.",
@@ -294,9 +341,12 @@ impl Metrics {
             Box::new(cache_misses.clone()),
             Box::new(cache_coalesced.clone()),
             Box::new(verifications.clone()),
+            Box::new(signatures_skipped.clone()),
             Box::new(registry_requests.clone()),
             Box::new(redis_errors.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(config_last_reload_ok.clone()),
+            Box::new(config_last_reload_time.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
@@ -321,9 +371,12 @@ impl Metrics {
             cache_misses,
             cache_coalesced,
             verifications,
+            signatures_skipped,
             registry_requests,
             redis_errors,
             config_reloads,
+            config_last_reload_ok,
+            config_last_reload_time,
             runtime_tasks,
         }
     }
@@ -344,6 +397,15 @@ impl Metrics {
             .inc();
     }
 
+    /// `format` is a [`crate::verify::SignatureFormat`] name.
+    pub fn signatures_skipped(&self, format: &'static str, reason: SkipReason, n: u64) {
+        if n > 0 {
+            self.signatures_skipped
+                .with_label_values(&[format, reason.as_str()])
+                .inc_by(n);
+        }
+    }
+
     /// `registry` is a configured host (only those get clients), so the label set is bounded.
     pub fn registry_request(&self, registry: &str, status: Option<u16>) {
         let class = match status {
@@ -359,10 +421,26 @@ impl Metrics {
         self.redis_errors.inc();
     }
 
+    /// A reload attempt: counted, and the last-reload gauges set.
     pub fn config_reloaded(&self, ok: bool) {
         self.config_reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+        if ok {
+            self.config_loaded();
+        } else {
+            self.config_last_reload_ok.set(0);
+        }
+    }
+
+    /// The config serving now was loaded successfully (at start-up or by a reload).
+    pub fn config_loaded(&self) {
+        self.config_last_reload_ok.set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.config_last_reload_time.set(now);
     }
 
     pub fn request_done(&self, endpoint: Endpoint, outcome: RequestOutcome, seconds: f64) {

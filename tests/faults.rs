@@ -6,6 +6,12 @@
 //! the deadline plus 50 ms; after the campaign, vouch's tasks and file descriptors are back
 //! at their idle level.
 //!
+//! A second table pushes hostile *content* through the real registry, as anyone with push
+//! rights could (junk and oversized signature layers, too many signatures, a `.sig` tag that
+//! is not a signature manifest, oversized or malformed referrers): each is a verdict, junk
+//! beside a valid signature never hides it, and nothing becomes a per-key error or a
+//! `systemError`, which fail-open would admit.
+//!
 //! `cargo test --test faults -- --nocapture` prints one line per fault.
 
 mod support;
@@ -14,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::faults::{Fault, FaultProxy, Rule};
+use support::layout::{
+    Descriptor, NOTARY_SIGNATURE, NotarySigner, fixtures_dir, push_notation_signature,
+    push_referrer, target_payload,
+};
 use support::registry::*;
 use support::*;
 
@@ -205,16 +215,17 @@ fn cases(elsewhere: std::net::SocketAddr) -> Vec<Case> {
             Failed("digest-mismatch"),
             Failed("unsigned"),
         ),
+        // Content a pusher controls: a verdict, never an error fail-open would admit.
         case(
             "oversized signature manifest",
             vec![sig(Oversize(MAX_MANIFEST + 1))],
-            Error("registry-protocol"),
+            Failed("invalid-signature"),
             Failed("unsigned"),
         ),
         case(
             "oversized signature blob",
             vec![blob(Oversize(MAX_SIGNATURE + 1))],
-            Error("registry-protocol"),
+            Failed("invalid-signature"),
             Failed("unsigned"),
         ),
         case(
@@ -419,5 +430,226 @@ async fn registry_faults_never_turn_into_a_pass() {
     // vouch's pooled registry connections. Then tasks and descriptors are back to idle.
     drop(proxy);
     vouch.assert_back_to(baseline, "fault").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One pushed-content case: the repository (its image is tagged `v1`) and what that image
+/// should get.
+struct Pushed {
+    repo: &'static str,
+    want: Expect,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_content_is_a_verdict_never_an_error() {
+    use Expect::*;
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let host = registry.host.clone();
+    let key = CosignKey::generate();
+    let signer = NotarySigner::e2e();
+    let valid = |repo: &str, digest: &str| key.sign_image(&format!("{host}/{repo}"), digest);
+    let bogus = |i: usize| CosignSignature {
+        payload: format!("junk {i}").into_bytes(),
+        signature_b64: "AAAA".into(),
+    };
+    let oversized = CosignSignature {
+        payload: vec![b'x'; MAX_SIGNATURE + 1],
+        signature_b64: "AAAA".into(),
+    };
+    let mut cases = Vec::new();
+
+    // cosign, tag scheme.
+    let image = pusher.push_image("cos/junk-beside-valid", "v1").await;
+    let sigs = [
+        oversized.clone(),
+        valid("cos/junk-beside-valid", &image.digest),
+    ];
+    push_cosign_signatures(&pusher, "cos/junk-beside-valid", &image.digest, &sigs).await;
+    cases.push(Pushed {
+        repo: "cos/junk-beside-valid",
+        want: Verified,
+    });
+
+    let image = pusher.push_image("cos/junk-only", "v1").await;
+    push_cosign_signatures(
+        &pusher,
+        "cos/junk-only",
+        &image.digest,
+        std::slice::from_ref(&oversized),
+    )
+    .await;
+    cases.push(Pushed {
+        repo: "cos/junk-only",
+        want: Failed("invalid-signature"),
+    });
+
+    // More candidates than limits.maxSignatures (4): the first four are examined.
+    let image = pusher.push_image("cos/valid-first", "v1").await;
+    let mut sigs = vec![valid("cos/valid-first", &image.digest)];
+    sigs.extend((0..6).map(bogus));
+    push_cosign_signatures(&pusher, "cos/valid-first", &image.digest, &sigs).await;
+    cases.push(Pushed {
+        repo: "cos/valid-first",
+        want: Verified,
+    });
+
+    let image = pusher.push_image("cos/valid-buried", "v1").await;
+    let mut sigs: Vec<_> = (0..6).map(bogus).collect();
+    sigs.push(valid("cos/valid-buried", &image.digest));
+    push_cosign_signatures(&pusher, "cos/valid-buried", &image.digest, &sigs).await;
+    cases.push(Pushed {
+        repo: "cos/valid-buried",
+        want: Failed("invalid-signature"),
+    });
+
+    // The `.sig` tag holds an index, not a signature manifest: no signature layer at all.
+    let image = pusher.push_image("cos/sig-is-an-index", "v1").await;
+    let other = pusher.push_image("cos/sig-is-an-index", "other").await;
+    pusher
+        .push_index(
+            "cos/sig-is-an-index",
+            &signature_tag(&image.digest),
+            &[other],
+        )
+        .await;
+    cases.push(Pushed {
+        repo: "cos/sig-is-an-index",
+        want: Failed("unsigned"),
+    });
+
+    // Notary Project, tag-schema referrers.
+    let now = "2026-01-01T00:00:00Z";
+    let notary = |image: &Image| Descriptor::of_manifest(&image.media_type, &image.manifest);
+    // A referrer typed as a Notary signature whose manifest is over maxManifestBytes,
+    // listed before a valid signature.
+    let image = pusher.push_image("nv/big-referrer", "v1").await;
+    let me = notary(&image);
+    let big = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": NOTARY_SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": pusher.push_blob("nv/big-referrer", b"{}").await, "size": 2},
+        "layers": [],
+        "subject": me.subject_json(),
+        "annotations": {"padding": "p".repeat(MAX_MANIFEST)},
+    }))
+    .expect("json");
+    push_referrer(
+        &pusher,
+        "nv/big-referrer",
+        &me.digest,
+        &big,
+        NOTARY_SIGNATURE,
+    )
+    .await;
+    let env = signer.sign_jws(&target_payload(&me), now, None);
+    push_notation_signature(&pusher, "nv/big-referrer", &me, &env).await;
+    cases.push(Pushed {
+        repo: "nv/big-referrer",
+        want: Verified,
+    });
+
+    // The same oversized referrer alone.
+    let image = pusher.push_image("nv/big-referrer-only", "v1").await;
+    let me = notary(&image);
+    let big = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": NOTARY_SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": pusher.push_blob("nv/big-referrer-only", b"{}").await, "size": 2},
+        "layers": [],
+        "subject": me.subject_json(),
+        "annotations": {"padding": "q".repeat(MAX_MANIFEST)},
+    }))
+    .expect("json");
+    push_referrer(
+        &pusher,
+        "nv/big-referrer-only",
+        &me.digest,
+        &big,
+        NOTARY_SIGNATURE,
+    )
+    .await;
+    cases.push(Pushed {
+        repo: "nv/big-referrer-only",
+        want: Failed("invalid-signature"),
+    });
+
+    // The tag-schema index itself over maxManifestBytes (anyone who can push writes it).
+    let image = pusher.push_image("nv/big-index", "v1").await;
+    let me = notary(&image);
+    let env = signer.sign_jws(&target_payload(&me), now, None);
+    let sig = push_notation_signature(&pusher, "nv/big-index", &me, &env).await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [sig.to_json()],
+        "annotations": {"padding": "r".repeat(MAX_MANIFEST)},
+    }))
+    .expect("json");
+    let tag = support::layout::tag_schema_tag(&me.digest);
+    pusher
+        .push_manifest(
+            "nv/big-index",
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await;
+    cases.push(Pushed {
+        repo: "nv/big-index",
+        want: Failed("invalid-signature"),
+    });
+
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("k.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("key");
+    let e2e = fixtures_dir().join("notation-e2e/localkeys/e2e.crt");
+    let v = Vouch::start(&format!(
+        "limits: {{maxManifestBytes: {MAX_MANIFEST}, maxSignatureBytes: {MAX_SIGNATURE}, maxSignatures: 4}}\nregistries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: cos\n  scopes: [\"{host}/cos/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n- name: nv\n  scopes: [\"{host}/nv/*\"]\n  verifiers:\n  - notation: {{trustStore: [{}], trustedIdentities: [\"*\"]}}\n",
+        key_file.display(),
+        e2e.display()
+    ))
+    .await;
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        let key = format!("{host}/{}:v1", c.repo);
+        let response = v.verify(&[&key]).await;
+        let got = Got::of(&response, &key);
+        println!("pushed: {:<28} {}", c.repo, got.short());
+        if !got.matches(c.want) {
+            failures.push(format!(
+                "{}: got {got:?}, want {:?}: {response}",
+                c.repo, c.want
+            ));
+        }
+        if !matches!(got, Got::Verified | Got::Failed(_)) {
+            failures.push(format!("{}: not a verdict: {response}", c.repo));
+        }
+    }
+    let metrics = ops_get(v.running.ops_addr, "/metrics").await.text();
+    for (series, at_least) in [
+        (
+            "vouch_signature_candidates_skipped_total{format=\"cosign\",reason=\"unreadable\"}",
+            2.0,
+        ),
+        (
+            "vouch_signature_candidates_skipped_total{format=\"cosign\",reason=\"over_limit\"}",
+            6.0,
+        ),
+        (
+            "vouch_signature_candidates_skipped_total{format=\"notation\",reason=\"unreadable\"}",
+            3.0,
+        ),
+    ] {
+        let n = metric_value(&metrics, series);
+        if n < at_least {
+            failures.push(format!("{series} is {n}, want at least {at_least}"));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -45,9 +45,16 @@ pub enum RegistryError {
     /// The registry's TLS certificate is not trusted.
     #[error("{0}")]
     Tls(String),
-    /// The registry answered something that is not the distribution protocol.
+    /// The registry answered something that is not the distribution protocol (an
+    /// unexpected status, a redirect to an unconfigured host, a broken token service).
     #[error("{0}")]
     Protocol(String),
+    /// The registry served content vouch will not use: a manifest, blob or referrers list
+    /// over its size limit, or not the document expected. Anyone who can push to the
+    /// repository can cause this, so it is never an error that fail-open would admit: a
+    /// signature candidate in this state is skipped, an image is a failed verdict.
+    #[error("{0}")]
+    Content(String),
     /// The manifest or blob does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -365,7 +372,7 @@ impl RegistryClient {
             Err(e) => return Err(e),
         };
         parse_index(&index.bytes, artifact_type).map_err(|e| {
-            RegistryError::Protocol(format!(
+            RegistryError::Content(format!(
                 "referrers tag {tag} in {}/{repo} is not an OCI index: {e}",
                 self.host
             ))
@@ -415,7 +422,7 @@ impl RegistryClient {
             };
             let next = next_link(&headers, &self.base);
             found.extend(parse_index(&body, artifact_type).map_err(|e| {
-                RegistryError::Protocol(format!(
+                RegistryError::Content(format!(
                     "referrers of {digest} in {}/{repo} are not an OCI index: {e}",
                     self.host
                 ))
@@ -425,7 +432,7 @@ impl RegistryClient {
                 None => return Ok(Some(found)),
             }
         }
-        Err(RegistryError::Protocol(format!(
+        Err(RegistryError::Content(format!(
             "referrers of {digest} in {}/{repo} span more than {MAX_PAGES} pages",
             self.host
         )))
@@ -488,7 +495,7 @@ impl RegistryClient {
         budget: Instant,
     ) -> Result<Bytes, RegistryError> {
         if !is_sha256_digest(digest_ref) {
-            return Err(RegistryError::Protocol(format!(
+            return Err(RegistryError::Content(format!(
                 "blob digest {digest_ref:?} is not a sha256 digest"
             )));
         }
@@ -606,7 +613,7 @@ impl RegistryClient {
         budget: Instant,
     ) -> Result<Bytes, RegistryError> {
         if resp.content_length().is_some_and(|n| n > max as u64) {
-            return Err(RegistryError::Protocol(format!(
+            return Err(RegistryError::Content(format!(
                 "{what} from {} is larger than the {max}-byte limit",
                 self.host
             )));
@@ -615,7 +622,7 @@ impl RegistryClient {
         let read = async {
             while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(&e))? {
                 if body.len() + chunk.len() > max {
-                    return Err(RegistryError::Protocol(format!(
+                    return Err(RegistryError::Content(format!(
                         "{what} from {} is larger than the {max}-byte limit",
                         self.host
                     )));
@@ -816,7 +823,14 @@ impl RegistryClient {
                         self.host
                     )));
                 }
-                let body = self.read_bounded(resp, 64 * 1024, "token", budget).await?;
+                // An oversized token answer is the token service's fault, not content.
+                let body = self
+                    .read_bounded(resp, 64 * 1024, "token", budget)
+                    .await
+                    .map_err(|e| match e {
+                        RegistryError::Content(why) => RegistryError::Protocol(why),
+                        other => other,
+                    })?;
                 let (token, expires) = serde_json::from_slice::<TokenResponse>(&body)
                     .ok()
                     .and_then(TokenResponse::into_token)

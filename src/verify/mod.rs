@@ -11,7 +11,9 @@ pub mod notation;
 mod report;
 pub mod signature_manifest;
 
-pub use report::{Checked, Report, SignatureReport, VerdictCode, signatures_verdict};
+pub use report::{
+    Checked, Report, SignatureFormat, SignatureReport, VerdictCode, signatures_verdict,
+};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::config::{Action, Config, Require, Verifier};
+use crate::config::{Action, Config, FileRole, Require, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::mutate;
 use crate::policy::{Policy, PolicySet};
@@ -29,7 +31,7 @@ use std::sync::Arc;
 
 use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey, ttl_for};
 use crate::config::CacheConfig;
-use crate::metrics::{Metrics, VerificationOutcome};
+use crate::metrics::{Metrics, SkipReason, VerificationOutcome};
 use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
 use signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
 
@@ -260,6 +262,9 @@ impl VerifyEngine {
                 Failure::Verdict(VerdictCode::NotFound, why) => {
                     Outcome::Error(KeyError::new(ErrorCode::NotFound, why))
                 }
+                Failure::Verdict(VerdictCode::InvalidImage, why) => {
+                    Outcome::Error(KeyError::new(ErrorCode::InvalidImage, why))
+                }
                 Failure::Verdict(_, why) => {
                     Outcome::Error(KeyError::new(ErrorCode::RegistryProtocol, why))
                 }
@@ -350,9 +355,9 @@ impl VerifyEngine {
         let mut checked_all: Vec<Checked> = Vec::new();
         let mut results = Vec::new();
         for v in verifiers {
-            let (format, checked): (&str, Vec<Checked>) = match v {
+            let (format, checked): (SignatureFormat, Vec<Checked>) = match v {
                 LoadedVerifier::Cosign(keys) => (
-                    "cosign",
+                    SignatureFormat::Cosign,
                     cosign_sigs
                         .iter()
                         .map(|c| match c {
@@ -362,7 +367,7 @@ impl VerifyEngine {
                         .collect(),
                 ),
                 LoadedVerifier::Notation(trust) => (
-                    "notation",
+                    SignatureFormat::Notation,
                     notation_sigs
                         .iter()
                         .map(|c| match c {
@@ -374,7 +379,7 @@ impl VerifyEngine {
                         .collect(),
                 ),
             };
-            results.push(match signatures_verdict(format, &checked) {
+            results.push(match signatures_verdict(format.as_str(), &checked) {
                 Ok(()) => VerifierResult::Pass,
                 Err((code, reason)) => VerifierResult::Fail(code, reason),
             });
@@ -480,7 +485,10 @@ impl VerifyEngine {
 
     /// The Notary Project envelopes that refer to `subject`, found through the referrers
     /// API or its tag schema; each signature manifest is checked for shape (one envelope
-    /// layer, `subject` = the image) before its envelope is fetched.
+    /// layer, `subject` = the image) before its envelope is fetched. A referrers list, a
+    /// manifest or an envelope the registry serves unusable (over a limit, malformed,
+    /// missing, altered) is a failed candidate, never the end of the verification: one
+    /// junk referrer must not hide a valid signature beside it.
     async fn notation_envelopes(
         &self,
         client: &RegistryClient,
@@ -488,17 +496,30 @@ impl VerifyEngine {
         subject: &Descriptor,
         budget: Instant,
     ) -> Result<Vec<Fetched<(String, Vec<u8>)>>, RegistryError> {
-        let unusable = |why: String, code| Err(Checked::failed("notation", "", code, why));
-        let found = client
+        const FORMAT: SignatureFormat = SignatureFormat::Notation;
+        let found = match client
             .referrers(repo, &subject.digest, notation::ARTIFACT_TYPE, budget)
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Ok(vec![Err(self.unusable_candidate(FORMAT, e)?)]),
+        };
+        self.note_over_limit(FORMAT, found.len());
         let mut out = Vec::new();
         for d in found.into_iter().take(self.max_signatures) {
-            let m = client.manifest(repo, &d.digest, budget).await?;
+            let m = match client.manifest(repo, &d.digest, budget).await {
+                Ok(m) => m,
+                Err(e) => {
+                    out.push(Err(self.unusable_candidate(FORMAT, e)?));
+                    continue;
+                }
+            };
             let layer = match notary_manifest(&m.bytes, &d.digest, &subject.digest) {
                 NotaryManifest::NotNotary => continue,
                 NotaryManifest::Unusable(why, code) => {
-                    out.push(unusable(why, code));
+                    self.metrics
+                        .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
+                    out.push(Err(Checked::failed(FORMAT.as_str(), "", code, why)));
                     continue;
                 }
                 NotaryManifest::Envelope(layer) => layer,
@@ -508,10 +529,7 @@ impl VerifyEngine {
                 .await
             {
                 Ok(b) => out.push(Ok((layer.media_type.clone(), b.to_vec()))),
-                Err(RegistryError::DigestMismatch(why)) => {
-                    out.push(unusable(why, VerdictCode::DigestMismatch))
-                }
-                Err(e) => return Err(e),
+                Err(e) => out.push(Err(self.unusable_candidate(FORMAT, e)?)),
             }
         }
         Ok(out)
@@ -519,7 +537,8 @@ impl VerifyEngine {
 
     /// The cosign signature layers of `digest`, each with its payload fetched and checked
     /// against its digest (`Err` holds the per-signature failure). No signature image →
-    /// empty.
+    /// empty. A signature image or payload the registry serves unusable is a failed
+    /// candidate, as for Notary Project signatures.
     async fn cosign_candidates(
         &self,
         client: &RegistryClient,
@@ -527,23 +546,36 @@ impl VerifyEngine {
         digest: &str,
         budget: Instant,
     ) -> Result<Vec<Fetched<cosign::Candidate>>, RegistryError> {
+        const FORMAT: SignatureFormat = SignatureFormat::Cosign;
         let manifest = match client
             .manifest(repo, &cosign::signature_tag(digest), budget)
             .await
         {
             Ok(m) => m,
             Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(e) => return Ok(vec![Err(self.unusable_candidate(FORMAT, e)?)]),
         };
-        let layers = cosign_layers(&manifest.bytes, self.max_signatures).map_err(|e| {
-            RegistryError::Protocol(format!(
-                "signature manifest {} in {}/{repo} is not an OCI manifest: {e}",
-                manifest.digest,
-                client.host()
-            ))
-        })?;
+        let layers = match cosign_layers(&manifest.bytes) {
+            Ok(layers) => layers,
+            Err(e) => {
+                self.metrics
+                    .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
+                let why = format!(
+                    "signature manifest {} in {}/{repo} is not an OCI manifest: {e}",
+                    manifest.digest,
+                    client.host()
+                );
+                return Ok(vec![Err(Checked::failed(
+                    FORMAT.as_str(),
+                    "",
+                    VerdictCode::InvalidSignature,
+                    why,
+                ))]);
+            }
+        };
+        self.note_over_limit(FORMAT, layers.len());
         let mut out = Vec::new();
-        for layer in layers {
+        for layer in layers.into_iter().take(self.max_signatures) {
             let payload = client
                 .blob(
                     repo,
@@ -557,16 +589,43 @@ impl VerifyEngine {
                     payload: bytes.to_vec(),
                     signature_b64: layer.signature_b64,
                 }),
-                Err(RegistryError::DigestMismatch(why)) => Err(Checked::failed(
-                    "cosign",
-                    "",
-                    VerdictCode::DigestMismatch,
-                    why,
-                )),
-                Err(e) => return Err(e),
+                Err(e) => Err(self.unusable_candidate(FORMAT, e)?),
             });
         }
         Ok(out)
+    }
+
+    /// A registry failure met while fetching one signature candidate. What the registry's
+    /// *content* decides (over a limit, malformed, missing, not matching its digest) makes
+    /// this candidate a failed one, counted; anything else (unavailable, credentials, TLS,
+    /// protocol) ends the verification, because no candidate can be trusted to be
+    /// complete then.
+    fn unusable_candidate(
+        &self,
+        format: SignatureFormat,
+        e: RegistryError,
+    ) -> Result<Checked, RegistryError> {
+        let (code, reason, why) = match e {
+            RegistryError::DigestMismatch(why) => {
+                (VerdictCode::DigestMismatch, SkipReason::DigestMismatch, why)
+            }
+            RegistryError::NotFound(why) => {
+                (VerdictCode::InvalidSignature, SkipReason::Missing, why)
+            }
+            RegistryError::Content(why) => {
+                (VerdictCode::InvalidSignature, SkipReason::Unreadable, why)
+            }
+            other => return Err(other),
+        };
+        self.metrics.signatures_skipped(format.as_str(), reason, 1);
+        Ok(Checked::failed(format.as_str(), "", code, why))
+    }
+
+    /// Counts the candidates beyond `limits.maxSignatures`, which are not examined.
+    fn note_over_limit(&self, format: SignatureFormat, found: usize) {
+        let over = found.saturating_sub(self.max_signatures);
+        self.metrics
+            .signatures_skipped(format.as_str(), SkipReason::OverLimit, over as u64);
     }
 }
 
@@ -581,16 +640,13 @@ fn generation(config: &Config) -> u64 {
         "limits": config.limits,
     });
     ctx.update(parts.to_string().as_bytes());
-    for p in &config.policies {
-        for v in &p.verifiers {
-            let files = match v.kind() {
-                Some(Verifier::Cosign(c)) => &c.public_keys,
-                Some(Verifier::Notation(n)) => &n.trust_store,
-                None => continue,
-            };
-            for f in files {
-                ctx.update(&std::fs::read(f).unwrap_or_default());
-            }
+    // Trust material only: registry credentials are how vouch reaches a registry, not
+    // whom it trusts, and never go into a value that is shared (Redis keys).
+    for f in config.files() {
+        if f.role == FileRole::Trust {
+            let bytes = std::fs::read(&f.path).unwrap_or_default();
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(&bytes);
         }
     }
     let d = ctx.finish();
@@ -634,6 +690,8 @@ fn classify(e: RegistryError) -> Failure {
         RegistryError::DigestMismatch(why) => Failure::Verdict(VerdictCode::DigestMismatch, why),
         RegistryError::Auth(why) => error(ErrorCode::Auth, why),
         RegistryError::Protocol(why) => error(ErrorCode::RegistryProtocol, why),
+        // The image's own manifest as served cannot be used: the pusher's doing.
+        RegistryError::Content(why) => Failure::Verdict(VerdictCode::InvalidImage, why),
         RegistryError::Tls(why) => error(ErrorCode::RegistryTls, why),
         RegistryError::Transient(why) => Failure::Other(Outcome::Transient(why)),
     }
@@ -658,6 +716,21 @@ impl Engine for VerifyEngine {
         self.caches
             .front_get(key, self.generation)
             .map(Outcome::Value)
+    }
+
+    /// A key over `limits.maxKeyBytes` is not an image reference vouch will look at: a
+    /// failed verdict, which the verification template denies in both modes.
+    fn oversized(&self, key: &str, why: String) -> Outcome {
+        let preview: String = key.chars().take(64).collect();
+        Outcome::Value(
+            Report::failed(
+                &format!("{preview}…"),
+                "",
+                VerdictCode::InvalidReference,
+                why,
+            )
+            .to_json(),
+        )
     }
 }
 
@@ -725,6 +798,39 @@ mod tests {
             }
             other => panic!("expected verification, got {other:?}"),
         }
+    }
+
+    /// Who controls a registry failure decides its class: content (a pusher's doing) is a
+    /// verdict, availability is transient, the rest is a per-key error; none is admitted
+    /// by fail-open except the transient one.
+    #[test]
+    fn registry_failures_sort_into_the_outcome_classes() {
+        let class = |e: RegistryError| match classify(e) {
+            Failure::Verdict(code, _) => format!("verdict {}", serde_json::json!(code)),
+            Failure::Other(Outcome::Error(e)) => format!("error {}", e.code.as_str()),
+            Failure::Other(Outcome::Transient(_)) => "transient".to_string(),
+            Failure::Other(Outcome::Value(_)) => "value".to_string(),
+        };
+        let why = || "x".to_string();
+        assert_eq!(
+            class(RegistryError::NotFound(why())),
+            "verdict \"not-found\""
+        );
+        assert_eq!(
+            class(RegistryError::DigestMismatch(why())),
+            "verdict \"digest-mismatch\""
+        );
+        assert_eq!(
+            class(RegistryError::Content(why())),
+            "verdict \"invalid-image\""
+        );
+        assert_eq!(class(RegistryError::Auth(why())), "error auth");
+        assert_eq!(class(RegistryError::Tls(why())), "error registry-tls");
+        assert_eq!(
+            class(RegistryError::Protocol(why())),
+            "error registry-protocol"
+        );
+        assert_eq!(class(RegistryError::Transient(why())), "transient");
     }
 
     fn pass() -> VerifierResult {

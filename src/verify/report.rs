@@ -19,6 +19,25 @@ pub enum VerdictCode {
     NotFound,
     InvalidReference,
     NoPolicy,
+    /// The image's own manifest, as the registry serves it, cannot be used (over
+    /// `limits.maxManifestBytes`, not a manifest): the pusher's doing, so a verdict.
+    InvalidImage,
+}
+
+/// The signature formats vouch verifies, as reports and metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFormat {
+    Cosign,
+    Notation,
+}
+
+impl SignatureFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureFormat::Cosign => "cosign",
+            SignatureFormat::Notation => "notation",
+        }
+    }
 }
 
 /// One signature examined for the image.
@@ -193,6 +212,7 @@ mod tests {
             VerdictCode::NotFound,
             VerdictCode::InvalidReference,
             VerdictCode::NoPolicy,
+            VerdictCode::InvalidImage,
         ]
         .iter()
         .map(|c| {
@@ -214,7 +234,8 @@ mod tests {
                 "digest-mismatch",
                 "not-found",
                 "invalid-reference",
-                "no-policy"
+                "no-policy",
+                "invalid-image"
             ]
         );
     }

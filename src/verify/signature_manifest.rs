@@ -17,9 +17,10 @@ pub struct CosignLayer {
     pub signature_b64: Option<String>,
 }
 
-/// The simple-signing layers of a cosign signature manifest, at most `max`. Other layers
-/// (attestations, SBOMs attached the same way) are skipped.
-pub fn cosign_layers(bytes: &[u8], max: usize) -> Result<Vec<CosignLayer>, String> {
+/// The simple-signing layers of a cosign signature manifest, in order. Other layers
+/// (attestations, SBOMs attached the same way) are skipped; the caller examines at most
+/// `limits.maxSignatures` of them.
+pub fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
     #[derive(Deserialize)]
     struct SignatureManifest {
         #[serde(default)]
@@ -38,7 +39,6 @@ pub fn cosign_layers(bytes: &[u8], max: usize) -> Result<Vec<CosignLayer>, Strin
         .layers
         .into_iter()
         .filter(|l| l.media_type == cosign::SIMPLE_SIGNING)
-        .take(max)
         .map(|mut l| CosignLayer {
             signature_b64: l.annotations.remove(cosign::SIGNATURE_ANNOTATION),
             payload_digest: l.digest,
@@ -183,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn cosign_layers_keep_simple_signing_layers_up_to_the_limit() {
+    fn cosign_layers_keep_simple_signing_layers_in_order() {
         let layer = |t: &str, sig: Option<&str>| {
             let mut l = serde_json::json!({"mediaType": t, "digest": ENVELOPE, "size": 1});
             if let Some(s) = sig {
@@ -198,11 +198,11 @@ mod tests {
             layer(cosign::SIMPLE_SIGNING, Some("eQ==")),
         ]})
         .to_string();
-        let all = cosign_layers(m.as_bytes(), 10).expect("parses");
+        let all = cosign_layers(m.as_bytes()).expect("parses");
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].signature_b64.as_deref(), Some("c2ln"));
         assert_eq!(all[1].signature_b64, None);
-        assert_eq!(cosign_layers(m.as_bytes(), 2).expect("parses").len(), 2);
-        assert!(cosign_layers(b"\"a string\"", 10).is_err());
+        assert_eq!(all[2].signature_b64.as_deref(), Some("eQ=="));
+        assert!(cosign_layers(b"\"a string\"").is_err());
     }
 }

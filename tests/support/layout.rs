@@ -793,17 +793,30 @@ pub async fn push_notation_signature(
         envelope.len() as u64,
         &config_digest,
     );
+    push_referrer(pusher, repo, &subject.digest, &manifest, NOTARY_SIGNATURE).await
+}
+
+/// Pushes `manifest` (an OCI manifest referring to `subject_digest`) by digest and lists it
+/// in the subject's tag-schema index as an artifact of `artifact_type`, as a client does
+/// when the registry has no referrers API. Returns its descriptor as written there.
+pub async fn push_referrer(
+    pusher: &Pusher,
+    repo: &str,
+    subject_digest: &str,
+    manifest: &[u8],
+    artifact_type: &str,
+) -> Descriptor {
     let digest = pusher
-        .push_manifest(repo, &sha256_digest(&manifest), OCI_MANIFEST, &manifest)
+        .push_manifest(repo, &sha256_digest(manifest), OCI_MANIFEST, manifest)
         .await;
     let descriptor = Descriptor {
         media_type: OCI_MANIFEST.to_owned(),
         digest,
         size: manifest.len() as u64,
-        artifact_type: Some(NOTARY_SIGNATURE.to_owned()),
+        artifact_type: Some(artifact_type.to_owned()),
         annotations: Map::new(),
     };
-    let tag = tag_schema_tag(&subject.digest);
+    let tag = tag_schema_tag(subject_digest);
     let got = pusher
         .request(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
         .header(reqwest::header::ACCEPT, OCI_INDEX)
