@@ -15,6 +15,7 @@ use crate::engine::Engine;
 use crate::exchange::Exchange;
 use crate::metrics::{Endpoint, Metrics};
 use crate::ops::{self, Readiness};
+use crate::reload::{ConfigReloader, EngineSlot};
 use crate::server;
 use crate::tls::{self, TlsSource, TlsState};
 use crate::verify::VerifyEngine;
@@ -89,26 +90,32 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
         ops::router(readiness.clone(), metrics.clone()),
         shutdown.clone(),
     ));
-    readiness.config.store(true, Ordering::Release);
 
     let caches = Caches::new(&config.cache, metrics.clone());
     let mut mutate_engine: Option<Arc<dyn Engine>> = None;
     let verify_engine: Arc<dyn Engine> = match options.verify_engine {
-        Some(e) => e,
+        Some(e) => {
+            readiness.config.loaded(None);
+            e
+        }
         None => {
             let engine = VerifyEngine::new(&config, caches.clone(), metrics.clone())
                 .context("cannot load trust material")?;
-            let live = Arc::new(LiveEngine(ArcSwap::from_pointee(engine)));
+            readiness.config.loaded(Some(engine.generation()));
+            metrics.config_loaded();
+            let slot = Arc::new(ArcSwap::from_pointee(engine));
             if let Some(path) = options.config_path.clone() {
-                tasks.spawn(watch_config(
+                let reloader = ConfigReloader::new(
                     path,
                     config.clone(),
-                    live.clone(),
+                    slot.clone(),
                     caches.clone(),
                     metrics.clone(),
-                    shutdown.clone(),
-                ));
+                    readiness.clone(),
+                );
+                tasks.spawn(reloader.run(shutdown.clone()));
             }
+            let live = Arc::new(LiveEngine(slot));
             mutate_engine = Some(Arc::new(MutateEngine(live.clone())));
             live
         }
@@ -230,9 +237,8 @@ fn tls_source(
     ))
 }
 
-/// The verification engine of the current config; replaced whole on a reload. A key being
-/// evaluated keeps the engine it started with.
-struct LiveEngine(ArcSwap<VerifyEngine>);
+/// The verification engine of the current config, from its [`EngineSlot`].
+struct LiveEngine(Arc<EngineSlot>);
 
 impl Engine for LiveEngine {
     fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
@@ -243,6 +249,10 @@ impl Engine for LiveEngine {
     fn cached(&self, key: &str) -> Option<Outcome> {
         self.0.load().cached(key)
     }
+
+    fn oversized(&self, key: &str, why: String) -> Outcome {
+        self.0.load().oversized(key, why)
+    }
 }
 
 /// `/v1/mutate` on the current engine: pins tags to digests.
@@ -252,104 +262,5 @@ impl Engine for MutateEngine {
     fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
         let engine = self.0.0.load_full();
         async move { engine.pin(key).await }.boxed()
-    }
-}
-
-/// Re-reads the config file every `configReloadInterval` and on SIGHUP; a changed, valid
-/// config replaces the engine (sharing the caches: verdict keys carry the trust-config
-/// generation, so old verdicts are not served). An invalid config is logged and ignored.
-async fn watch_config(
-    path: PathBuf,
-    mut current: Config,
-    live: Arc<LiveEngine>,
-    caches: Arc<Caches>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut last = std::fs::read(&path).ok();
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let interval = tokio::time::sleep(current.config_reload_interval.get());
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let forced = tokio::select! {
-            _ = interval => false,
-            _ = hangup => true,
-            _ = shutdown.cancelled() => return,
-        };
-        let bytes = std::fs::read(&path).ok();
-        if !forced && bytes == last {
-            continue;
-        }
-        last = bytes;
-        let next = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics.config_reloaded(false);
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
-                continue;
-            }
-        };
-        match VerifyEngine::new(&next, caches.clone(), metrics.clone()) {
-            Ok(engine) => {
-                let before = live.0.load().generation();
-                let after = engine.generation();
-                live.0.store(Arc::new(engine));
-                metrics.config_reloaded(true);
-                tracing::info!(
-                    generation_before = format!("{before:016x}"),
-                    generation = format!("{after:016x}"),
-                    "config reloaded"
-                );
-                for (name, changed) in [
-                    ("listen", next.listen != current.listen),
-                    ("opsListen", next.ops_listen != current.ops_listen),
-                    ("deadline", next.deadline != current.deadline),
-                    (
-                        "tls",
-                        serde_json::to_value(&next.tls).ok()
-                            != serde_json::to_value(&current.tls).ok(),
-                    ),
-                    (
-                        "limits (request)",
-                        next.limits.max_body_bytes != current.limits.max_body_bytes
-                            || next.limits.max_keys != current.limits.max_keys
-                            || next.limits.max_key_bytes != current.limits.max_key_bytes,
-                    ),
-                    (
-                        "server",
-                        serde_json::to_value(&next.server).ok()
-                            != serde_json::to_value(&current.server).ok(),
-                    ),
-                    (
-                        "cache",
-                        serde_json::to_value(&next.cache).ok()
-                            != serde_json::to_value(&current.cache).ok(),
-                    ),
-                ] {
-                    if changed {
-                        tracing::warn!(
-                            field = name,
-                            "this config change takes effect only after a restart"
-                        );
-                    }
-                }
-                current = next;
-            }
-            Err(e) => {
-                metrics.config_reloaded(false);
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
-            }
-        }
     }
 }

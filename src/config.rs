@@ -85,6 +85,10 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     pub policies: Vec<PolicyConfig>,
     pub claims: ClaimsConfig,
+    /// A config file without any policy denies every image (`no-policy`); it is refused
+    /// unless this says it is meant (a botched or half-written file must not take every
+    /// policy away at once).
+    pub allow_no_policies: bool,
 }
 
 impl Default for Config {
@@ -105,8 +109,32 @@ impl Default for Config {
             registries: Vec::new(),
             policies: Vec::new(),
             claims: ClaimsConfig::default(),
+            allow_no_policies: false,
         }
     }
+}
+
+/// What a file named by the config holds, which decides who re-reads it: TLS files are
+/// watched by [`crate::tls::Reloader`], the others by the config reloader, and trust
+/// material is part of the verdicts' generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRole {
+    /// Serving certificate, key, client CA.
+    Tls,
+    /// Registry credentials and registry CAs: how vouch reaches a registry, not whom it
+    /// trusts. Never hashed into anything shared.
+    Registry,
+    /// Keys and certificates that verify signatures.
+    Trust,
+}
+
+/// A file the config names: the field that names it (`policies[0].verifiers[1].cosign.publicKeys[0]`),
+/// its path and its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedFile {
+    pub field: String,
+    pub path: PathBuf,
+    pub role: FileRole,
 }
 
 /// Serving certificate and the client CA that authenticates Gatekeeper.
@@ -140,6 +168,10 @@ impl Default for TlsConfig {
 #[serde(rename_all = "camelCase", default)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// A body over `maxBodyBytes` is still read, and discarded, up to this many bytes so
+    /// the client receives the refusal rather than a reset mid-upload (a transport failure,
+    /// which fail-open would admit). Above everything the API server can send (3 MiB).
+    pub max_drain_bytes: usize,
     pub max_keys: usize,
     pub max_key_bytes: usize,
     /// Largest manifest (image, index or signature manifest) fetched from a registry.
@@ -154,6 +186,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 1024 * 1024,
+            max_drain_bytes: 8 * 1024 * 1024,
             max_keys: 512,
             max_key_bytes: 2048,
             max_manifest_bytes: 4 * 1024 * 1024,
@@ -445,12 +478,56 @@ impl Config {
     }
 
     fn load_inner(path: &Path, files: bool) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        Config::from_file_bytes(&bytes, path, files)
+    }
+
+    /// A config file's bytes as [`Config::load`] reads them: relative paths resolve against
+    /// the file's directory, and a file that would deny every image — empty, or without a
+    /// policy unless `allowNoPolicies: true` — is refused (at start-up, on reload and by
+    /// `vouch config check` alike).
+    pub fn from_file_bytes(bytes: &[u8], path: &Path, files: bool) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("not UTF-8 text: {e}"),
+            }],
+        })?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                origin,
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: "the file is empty: it would leave no trust policy, so every \
+                              image would be denied; refusing it"
+                        .into(),
+                }],
+            });
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::parse_inner(&text, &path.display().to_string(), Some(&base), files)
+        let result = Config::parse_inner(text, &origin, Some(&base), files);
+        let no_policy = |c: &Config| c.policies.is_empty() && !c.allow_no_policies;
+        match result {
+            Ok(c) if no_policy(&c) => Err(ConfigError::Invalid {
+                origin,
+                problems: vec![Config::no_policy_problem()],
+            }),
+            other => other,
+        }
+    }
+
+    fn no_policy_problem() -> Problem {
+        Problem {
+            path: "policies".into(),
+            message: "no trust policy: every image would be denied; add a policy, or set \
+                      allowNoPolicies: true if that is meant"
+                .into(),
+        }
     }
 
     /// Parses and validates config text. `base`, when given, is the directory relative file
@@ -524,39 +601,66 @@ impl Config {
 
     /// Makes every relative file path absolute against `base`.
     fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
+        self.visit_files(&mut |_, _, p| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
-        };
-        for p in [
-            &mut self.tls.cert_file,
-            &mut self.tls.key_file,
-            &mut self.tls.client_ca_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            fix(p);
-        }
-        for r in &mut self.registries {
-            for p in [&mut r.password_file, &mut r.docker_config, &mut r.ca_file]
-                .into_iter()
-                .flatten()
-            {
-                fix(p);
+        });
+    }
+
+    /// Calls `f` with every file path the config names, its field and its role. The one
+    /// list of file-bearing fields: path resolution, `config check`, the reload watch and
+    /// the trust generation all go through it.
+    fn visit_files(&mut self, f: &mut dyn FnMut(String, FileRole, &mut PathBuf)) {
+        let tls = &mut self.tls;
+        for (name, p) in [
+            ("tls.certFile", &mut tls.cert_file),
+            ("tls.keyFile", &mut tls.key_file),
+            ("tls.clientCAFile", &mut tls.client_ca_file),
+        ] {
+            if let Some(p) = p {
+                f(name.to_string(), FileRole::Tls, p);
             }
         }
-        for policy in &mut self.policies {
-            for v in &mut policy.verifiers {
+        for (i, r) in self.registries.iter_mut().enumerate() {
+            for (name, p) in [
+                ("passwordFile", &mut r.password_file),
+                ("dockerConfig", &mut r.docker_config),
+                ("caFile", &mut r.ca_file),
+            ] {
+                if let Some(p) = p {
+                    f(format!("registries[{i}].{name}"), FileRole::Registry, p);
+                }
+            }
+        }
+        for (i, pol) in self.policies.iter_mut().enumerate() {
+            for (j, v) in pol.verifiers.iter_mut().enumerate() {
+                let at = format!("policies[{i}].verifiers[{j}]");
                 if let Some(c) = &mut v.cosign {
-                    c.public_keys.iter_mut().for_each(fix);
+                    for (k, p) in c.public_keys.iter_mut().enumerate() {
+                        f(format!("{at}.cosign.publicKeys[{k}]"), FileRole::Trust, p);
+                    }
                 }
                 if let Some(n) = &mut v.notation {
-                    n.trust_store.iter_mut().for_each(fix);
+                    for (k, p) in n.trust_store.iter_mut().enumerate() {
+                        f(format!("{at}.notation.trustStore[{k}]"), FileRole::Trust, p);
+                    }
                 }
             }
         }
+    }
+
+    /// Every file the config names, in config order.
+    pub fn files(&self) -> Vec<NamedFile> {
+        let mut out = Vec::new();
+        self.clone().visit_files(&mut |field, role, path| {
+            out.push(NamedFile {
+                field,
+                path: path.clone(),
+                role,
+            })
+        });
+        out
     }
 
     /// Semantic checks over the whole tree; returns every problem found.
@@ -584,6 +688,7 @@ impl Config {
         }
         for (name, n) in [
             ("limits.maxBodyBytes", self.limits.max_body_bytes),
+            ("limits.maxDrainBytes", self.limits.max_drain_bytes),
             ("limits.maxKeys", self.limits.max_keys),
             ("limits.maxKeyBytes", self.limits.max_key_bytes),
             ("limits.maxManifestBytes", self.limits.max_manifest_bytes),
@@ -721,46 +826,12 @@ impl Config {
     /// Checks that every file the config names exists and can be read. `config check`
     /// reports these; `serve` instead waits for TLS files to appear (readiness stays 503).
     pub fn check_files(&self) -> Vec<Problem> {
-        let mut files: Vec<(String, &Path)> = Vec::new();
-        let tls = [
-            ("tls.certFile", &self.tls.cert_file),
-            ("tls.keyFile", &self.tls.key_file),
-            ("tls.clientCAFile", &self.tls.client_ca_file),
-        ];
-        for (name, p) in tls {
-            if let Some(p) = p {
-                files.push((name.to_string(), p));
-            }
-        }
-        for (i, r) in self.registries.iter().enumerate() {
-            if let Some(p) = &r.password_file {
-                files.push((format!("registries[{i}].passwordFile"), p));
-            }
-            if let Some(p) = &r.docker_config {
-                files.push((format!("registries[{i}].dockerConfig"), p));
-            }
-            if let Some(p) = &r.ca_file {
-                files.push((format!("registries[{i}].caFile"), p));
-            }
-        }
-        for (i, pol) in self.policies.iter().enumerate() {
-            for (j, v) in pol.verifiers.iter().enumerate() {
-                let (kind, list) = match v.kind() {
-                    Some(Verifier::Cosign(c)) => ("cosign.publicKeys", &c.public_keys),
-                    Some(Verifier::Notation(n)) => ("notation.trustStore", &n.trust_store),
-                    None => continue,
-                };
-                for (k, p) in list.iter().enumerate() {
-                    files.push((format!("policies[{i}].verifiers[{j}].{kind}[{k}]"), p));
-                }
-            }
-        }
-        files
+        self.files()
             .into_iter()
-            .filter_map(|(path, file)| {
-                std::fs::File::open(file).err().map(|e| Problem {
-                    path,
-                    message: format!("cannot read {}: {e}", file.display()),
+            .filter_map(|f| {
+                std::fs::File::open(&f.path).err().map(|e| Problem {
+                    path: f.field,
+                    message: format!("cannot read {}: {e}", f.path.display()),
                 })
             })
             .collect()
@@ -865,6 +936,78 @@ mod tests {
         assert_eq!(c.registry_idle_timeout, Dur::secs(1));
         let p = problems("registryIdleTimeout: 0s");
         assert_eq!(p, vec!["registryIdleTimeout: must be greater than zero"]);
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        Config::from_file_bytes(text.as_bytes(), Path::new("/etc/vouch/vouch.yaml"), false)
+    }
+
+    #[test]
+    fn a_file_that_would_deny_everything_is_refused() {
+        for text in ["", "  \n", "policies: []\n", "deadline: 2s\n"] {
+            let e = load_text(text).expect_err("refused");
+            let problems: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
+            assert_eq!(problems.len(), 1, "{text:?}: {problems:?}");
+            assert!(
+                problems[0].contains("empty")
+                    || problems[0].starts_with("policies: no trust policy"),
+                "{text:?}: {problems:?}"
+            );
+        }
+        let c = load_text("allowNoPolicies: true\n").expect("said so explicitly");
+        assert!(c.policies.is_empty());
+        let c = load_text(
+            "policies:\n- name: lib\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n",
+        )
+        .expect("one policy");
+        assert_eq!(c.policies.len(), 1);
+    }
+
+    #[test]
+    fn every_named_file_is_listed_once_with_its_role() {
+        let c = load_text(
+            "tls: {certFile: tls.crt, keyFile: tls.key}\nregistries:\n- host: r.io\n  username: u\n  passwordFile: pw\n  caFile: ca.pem\npolicies:\n- name: a\n  scopes: [\"r.io/a/*\"]\n  verifiers:\n  - cosign: {publicKeys: [a.pub, b.pub]}\n  - notation: {trustStore: [root.pem], trustedIdentities: [\"*\"]}\n",
+        )
+        .expect("valid");
+        let files: Vec<(String, String, FileRole)> = c
+            .files()
+            .into_iter()
+            .map(|f| (f.field, f.path.display().to_string(), f.role))
+            .collect();
+        let want = [
+            ("tls.certFile", "/etc/vouch/tls.crt", FileRole::Tls),
+            ("tls.keyFile", "/etc/vouch/tls.key", FileRole::Tls),
+            (
+                "registries[0].passwordFile",
+                "/etc/vouch/pw",
+                FileRole::Registry,
+            ),
+            (
+                "registries[0].caFile",
+                "/etc/vouch/ca.pem",
+                FileRole::Registry,
+            ),
+            (
+                "policies[0].verifiers[0].cosign.publicKeys[0]",
+                "/etc/vouch/a.pub",
+                FileRole::Trust,
+            ),
+            (
+                "policies[0].verifiers[0].cosign.publicKeys[1]",
+                "/etc/vouch/b.pub",
+                FileRole::Trust,
+            ),
+            (
+                "policies[0].verifiers[1].notation.trustStore[0]",
+                "/etc/vouch/root.pem",
+                FileRole::Trust,
+            ),
+        ];
+        let want: Vec<(String, String, FileRole)> = want
+            .iter()
+            .map(|(f, p, r)| (f.to_string(), p.to_string(), *r))
+            .collect();
+        assert_eq!(files, want);
     }
 
     #[test]

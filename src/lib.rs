@@ -20,7 +20,8 @@
 //! - [`registry`]: the OCI distribution client; [`cache`] the verdict and tag caches with
 //!   single flight and the Redis tier ([`redis_conn`]).
 //! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints.
-//! - [`config`]: the YAML config, its defaults and validation.
+//! - [`config`]: the YAML config, its defaults and validation; [`reload`] re-reads it and
+//!   every file it names, and swaps the verification engine when they change.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on a plain-HTTP port; [`metrics`] holds the
 //!   metric families.
 //! - [`app`] starts and stops all of the above; [`cli`] is the command line; [`shutdown`]
@@ -44,6 +45,7 @@ pub mod protocol;
 pub mod redis_conn;
 pub mod reference;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod slots;

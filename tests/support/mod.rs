@@ -520,10 +520,16 @@ pub struct Vouch {
 
 impl Vouch {
     /// A config with loopback listeners, the PKI's files and a fast reload interval; the
-    /// caller adds policies or changes fields before starting.
+    /// caller adds policies or changes fields before starting. A test config without
+    /// policies says so (`allowNoPolicies: true`), as a user must.
     pub fn config(dir: &Path, yaml: &str) -> Config {
+        let no_policies = if yaml.contains("policies:") {
+            ""
+        } else {
+            "allowNoPolicies: true\n"
+        };
         let text = format!(
-            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\nconfigReloadInterval: 100ms\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt, reloadInterval: 100ms}}\n{yaml}"
+            "listen: 127.0.0.1:0\nopsListen: 127.0.0.1:0\nconfigReloadInterval: 100ms\ntls: {{certFile: tls.crt, keyFile: tls.key, clientCAFile: ca.crt, reloadInterval: 100ms}}\n{no_policies}{yaml}"
         );
         let path = dir.join("vouch.yaml");
         std::fs::write(&path, text).expect("write config");
