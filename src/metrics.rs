@@ -397,7 +397,7 @@ impl Metrics {
             .inc();
     }
 
-    /// `format` is a [`crate::verify::SignatureFormat`] name.
+    /// `format` is the name of a signature format (`cosign`, `notation`).
     pub fn signatures_skipped(&self, format: &'static str, reason: SkipReason, n: u64) {
         if n > 0 {
             self.signatures_skipped

@@ -433,6 +433,23 @@ async fn registry_faults_never_turn_into_a_pass() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Lists, among the referrers of `subject`, a manifest typed as a Notary Project signature
+/// whose size is over `MAX_MANIFEST` (a padding annotation).
+async fn push_oversized_referrer(pusher: &Pusher, repo: &str, subject: &Descriptor) {
+    let big = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": NOTARY_SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": pusher.push_blob(repo, b"{}").await, "size": 2},
+        "layers": [],
+        "subject": subject.subject_json(),
+        "annotations": {"padding": "p".repeat(MAX_MANIFEST)},
+    }))
+    .expect("json");
+    push_referrer(pusher, repo, &subject.digest, &big, NOTARY_SIGNATURE).await;
+}
+
 /// One pushed-content case: the repository (its image is tagged `v1`) and what that image
 /// should get.
 struct Pushed {
@@ -525,25 +542,7 @@ async fn pushed_content_is_a_verdict_never_an_error() {
     // listed before a valid signature.
     let image = pusher.push_image("nv/big-referrer", "v1").await;
     let me = notary(&image);
-    let big = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": NOTARY_SIGNATURE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-            "digest": pusher.push_blob("nv/big-referrer", b"{}").await, "size": 2},
-        "layers": [],
-        "subject": me.subject_json(),
-        "annotations": {"padding": "p".repeat(MAX_MANIFEST)},
-    }))
-    .expect("json");
-    push_referrer(
-        &pusher,
-        "nv/big-referrer",
-        &me.digest,
-        &big,
-        NOTARY_SIGNATURE,
-    )
-    .await;
+    push_oversized_referrer(&pusher, "nv/big-referrer", &me).await;
     let env = signer.sign_jws(&target_payload(&me), now, None);
     push_notation_signature(&pusher, "nv/big-referrer", &me, &env).await;
     cases.push(Pushed {
@@ -554,25 +553,7 @@ async fn pushed_content_is_a_verdict_never_an_error() {
     // The same oversized referrer alone.
     let image = pusher.push_image("nv/big-referrer-only", "v1").await;
     let me = notary(&image);
-    let big = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": NOTARY_SIGNATURE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-            "digest": pusher.push_blob("nv/big-referrer-only", b"{}").await, "size": 2},
-        "layers": [],
-        "subject": me.subject_json(),
-        "annotations": {"padding": "q".repeat(MAX_MANIFEST)},
-    }))
-    .expect("json");
-    push_referrer(
-        &pusher,
-        "nv/big-referrer-only",
-        &me.digest,
-        &big,
-        NOTARY_SIGNATURE,
-    )
-    .await;
+    push_oversized_referrer(&pusher, "nv/big-referrer-only", &me).await;
     cases.push(Pushed {
         repo: "nv/big-referrer-only",
         want: Failed("invalid-signature"),

@@ -86,15 +86,48 @@ fn system_error_action(policy: FailurePolicy) -> String {
         .expect("system-error constraint")
 }
 
+/// A registry, a cosign key, and the policy trusting it for `<registry>/acme/*`.
+struct Acme {
+    registry: Registry,
+    pusher: Pusher,
+    key: CosignKey,
+    host: String,
+    key_file: std::path::PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl Acme {
+    fn start() -> Acme {
+        let registry = Registry::start();
+        let pusher = Pusher::new(&registry);
+        let key = CosignKey::generate();
+        let keys = tempfile::tempdir().expect("tempdir");
+        let key_file = keys.path().join("k.pub");
+        std::fs::write(&key_file, key.public_pem()).expect("key");
+        Acme {
+            host: registry.host.clone(),
+            registry,
+            pusher,
+            key,
+            key_file,
+            _keys: keys,
+        }
+    }
+
+    async fn vouch(&self) -> Vouch {
+        Vouch::start(&format!(
+            "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
+            self.key_file.display(),
+            host = self.host
+        ))
+        .await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_under_gatekeeper_semantics() {
-    let registry = Registry::start();
-    let pusher = Pusher::new(&registry);
-    let key = CosignKey::generate();
-    let keys_dir = tempfile::tempdir().expect("tempdir");
-    let key_file = keys_dir.path().join("k.pub");
-    std::fs::write(&key_file, key.public_pem()).expect("key");
-    let host = registry.host.clone();
+    let mut acme = Acme::start();
+    let (pusher, key, host) = (&acme.pusher, &acme.key, acme.host.clone());
     let mut signed = Vec::new();
     for tag in ["a", "b"] {
         let image = pusher.push_image("acme/app", tag).await;
@@ -104,11 +137,7 @@ async fn templates_under_gatekeeper_semantics() {
     }
     pusher.push_image("acme/app", "unsigned").await;
     let unsigned = format!("{host}/acme/app:unsigned");
-    let v = Vouch::start(&format!(
-        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
-        key_file.display()
-    ))
-    .await;
+    let v = acme.vouch().await;
     let gk = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
     let run = |gk: &Gatekeeper, object: Value| {
         let gk = gk.clone();
@@ -152,8 +181,7 @@ async fn templates_under_gatekeeper_semantics() {
     );
 
     // Registry down, new images: a system-error violation only.
-    let mut registry = registry;
-    registry.stop();
+    acme.registry.stop();
     let fresh = format!("{host}/acme/app:never-seen");
     let r = run(&gk, pod(&[&fresh])).await.expect("eval");
     assert!(r.verification.is_empty(), "{:?}", r.verification);
@@ -193,13 +221,8 @@ fn admitted(r: &Violations, policy: FailurePolicy) -> bool {
 /// beside it. A junk layer beside a valid signature does not hide it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_cannot_be_bought_with_the_request_or_the_signature() {
-    let registry = Registry::start();
-    let pusher = Pusher::new(&registry);
-    let key = CosignKey::generate();
-    let keys_dir = tempfile::tempdir().expect("tempdir");
-    let key_file = keys_dir.path().join("k.pub");
-    std::fs::write(&key_file, key.public_pem()).expect("key");
-    let host = registry.host.clone();
+    let acme = Acme::start();
+    let (pusher, key, host) = (&acme.pusher, &acme.key, acme.host.clone());
     // 300 KiB of junk under the simple-signing media type: over maxSignatureBytes (256 KiB),
     // pushed as anyone with push rights could, no key needed.
     let junk = CosignSignature {
@@ -222,11 +245,7 @@ async fn fail_open_cannot_be_bought_with_the_request_or_the_signature() {
     push_cosign_signatures(&pusher, "acme/app", &signed.digest, &[junk, sig]).await;
     let signed_and_junk = format!("{host}/acme/app:signed-and-junk");
 
-    let v = Vouch::start(&format!(
-        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
-        key_file.display()
-    ))
-    .await;
+    let v = acme.vouch().await;
     let long_name = format!("{host}/acme/{}:1", "a".repeat(2049));
     assert!(long_name.len() > 2048);
     let padding: Vec<String> = (0..512).map(|i| format!("{host}/acme/pad{i}:1")).collect();
