@@ -91,7 +91,14 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
         shutdown.clone(),
     ));
 
-    let caches = Caches::new(&config.cache, metrics.clone());
+    // One Redis for the verdict tier and the claims store, with one outage policy.
+    let redis = crate::redis::Redis::new(config.redis(), metrics.clone());
+    let caches = Caches::with_redis(
+        &config.cache,
+        redis.clone(),
+        config.verification_budget.get(),
+        metrics.clone(),
+    );
     let mut mutate_engine: Option<Arc<dyn Engine>> = None;
     let verify_engine: Arc<dyn Engine> = match options.verify_engine {
         Some(e) => {
@@ -155,12 +162,12 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
             }),
         ));
     }
-    let store: Arc<dyn crate::claims::ClaimStore> = match config.claims.store {
-        crate::config::ClaimStoreKind::Memory => Arc::new(crate::claims::MemoryStore::default()),
-        crate::config::ClaimStoreKind::Redis => Arc::new(crate::claims::RedisStore::new(
-            &config.cache.redis_url,
-            config.cache.redis_timeout.get(),
-        )),
+    let store: Arc<dyn crate::claims::ClaimStore> = match (config.claims.store, redis) {
+        (crate::config::ClaimStoreKind::Redis, Some(redis)) => {
+            Arc::new(crate::claims::RedisStore::new(redis))
+        }
+        // Validation requires a Redis for `store: redis`.
+        _ => Arc::new(crate::claims::MemoryStore::default()),
     };
     endpoints.push((
         "/v1/claims",

@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CacheConfig;
 use crate::engine::Outcome;
+use crate::lease::{self, Across, LeaseTuning, across_replicas};
 use crate::metrics::{CacheKind, Metrics};
 use crate::protocol::Json;
+use crate::redis::Redis;
 use crate::registry::{Descriptor, RegistryError};
 use crate::verify::{Report, SignatureReport, VerdictCode};
 
@@ -257,11 +259,27 @@ pub struct Caches {
     backoff: Mutex<HashMap<String, Instant>>,
     backoff_for: Duration,
     shared: Option<SharedTier>,
+    /// Local single flight for whole keys: concurrent evaluations of one key (under one
+    /// generation) in this process run once. Values expire as soon as they are made; the
+    /// front cache is what keeps them.
+    key_flights: Cache<(u64, String), (Json, Duration)>,
     metrics: Arc<Metrics>,
 }
 
 impl Caches {
+    /// Caches without a shared tier (the command line, tests).
     pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Caches> {
+        Caches::with_redis(config, None, Duration::from_secs(10), metrics)
+    }
+
+    /// Caches with `redis` as the shared tier (when there is one); a caller waits at most
+    /// `max_wait` (the verification budget) for another replica's verification.
+    pub fn with_redis(
+        config: &CacheConfig,
+        redis: Option<Arc<Redis>>,
+        max_wait: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Caches> {
         let verdicts = Cache::builder()
             .max_capacity(config.max_entries)
             .weigher(weight)
@@ -275,12 +293,17 @@ impl Caches {
             .max_capacity(config.key_entries)
             .expire_after(FrontExpiry)
             .build();
-        let shared = (!config.redis_url.is_empty()).then(|| {
-            SharedTier::new(
-                &config.redis_url,
-                config.redis_timeout.get(),
-                metrics.clone(),
-            )
+        let key_flights = Cache::builder()
+            .max_capacity(config.key_entries)
+            .expire_after(Instantly)
+            .build();
+        let shared = redis.map(|redis| SharedTier {
+            redis,
+            lease: LeaseTuning {
+                ttl: config.lease_ttl.get(),
+                poll: config.lease_poll.get(),
+                max_wait,
+            },
         });
         Arc::new(Caches {
             verdicts,
@@ -290,8 +313,53 @@ impl Caches {
             backoff: Mutex::new(HashMap::new()),
             backoff_for: config.registry_backoff.get(),
             shared,
+            key_flights,
             metrics,
         })
+    }
+
+    /// The rendered answer for `key` under `generation`, computed by `compute` once however
+    /// many callers ask at the same time — in this process, and with a shared tier across
+    /// replicas: the replica that takes the key's lease evaluates it and publishes the value,
+    /// the others read it (the twin requests of Gatekeeper's two templates, whichever
+    /// replicas they reach, cost one verification). `compute` returns the outcome and how
+    /// long a value may be served; only values are shared, remembered in the front cache
+    /// and published. Other outcomes are handed to every local waiter and not kept.
+    pub async fn key_flight<F>(&self, key: &str, generation: u64, compute: F) -> Outcome
+    where
+        F: std::future::Future<Output = (Outcome, Duration)>,
+    {
+        let flight = Box::pin(async {
+            let (outcome, fresh_for) = match &self.shared {
+                Some(shared) => {
+                    shared
+                        .key_across_replicas(key, generation, compute, &self.metrics)
+                        .await
+                }
+                None => compute.await,
+            };
+            match outcome {
+                Outcome::Value(json) => {
+                    self.front_put(key, generation, json.clone(), fresh_for);
+                    Ok((json, fresh_for))
+                }
+                other => Err(other),
+            }
+        });
+        match self
+            .key_flights
+            .entry((generation, key.to_string()))
+            .or_try_insert_with(flight)
+            .await
+        {
+            Ok(entry) => {
+                if !entry.is_fresh() {
+                    self.metrics.cache_event(CacheKind::Key, "coalesced");
+                }
+                Outcome::Value(entry.into_value().0)
+            }
+            Err(outcome) => (*outcome).clone(),
+        }
     }
 
     /// The verdict for `key`: from L1, else from the shared tier, else computed by `init`
@@ -307,26 +375,14 @@ impl Caches {
             return Ok(v);
         }
         let shared = self.shared.as_ref();
-        let redis_key = key.redis_key();
         let entry = self
             .verdicts
             .entry(id)
             .or_try_insert_with(async {
-                if let Some(v) = match shared {
-                    Some(s) => s.get(&redis_key).await,
-                    None => None,
-                } {
-                    self.metrics.cache_event(CacheKind::Shared, "hit");
-                    return Ok(v);
+                match shared {
+                    Some(s) => s.verdict_across_replicas(&key, init, &self.metrics).await,
+                    None => init.await,
                 }
-                if shared.is_some() {
-                    self.metrics.cache_event(CacheKind::Shared, "miss");
-                }
-                let v = init.await?;
-                if let Some(s) = shared {
-                    s.put(&redis_key, &v).await;
-                }
-                Ok(v)
             })
             .await?;
         let event = if entry.is_fresh() {
@@ -336,6 +392,19 @@ impl Caches {
         };
         self.metrics.cache_event(CacheKind::Verdict, event);
         Ok(entry.into_value())
+    }
+
+    /// The verdict for `key` if one is known (L1, else the shared tier), without computing
+    /// anything: how a digest reference skips its resolution.
+    pub async fn known_verdict(&self, key: &VerdictKey) -> Option<CachedVerdict> {
+        if let Some(v) = self.verdicts.get(&key.id()).await {
+            self.metrics.cache_event(CacheKind::Verdict, "hit");
+            return Some(v);
+        }
+        let v = self.shared.as_ref()?.get_verdict(key).await?;
+        self.metrics.cache_event(CacheKind::Shared, "hit");
+        self.verdicts.insert(key.id(), v.clone()).await;
+        Some(v)
     }
 
     /// A tag (or digest) resolution, at most `tagTtl` old, computed once for concurrent
@@ -416,152 +485,203 @@ impl Caches {
     }
 }
 
-/// Verdicts in Redis, shared by replicas: written through, read on an L1 miss, with the
-/// verdict's remaining TTL. Redis being down or slow never fails a request: every call is
-/// bounded by `redisTimeout`, failures are counted, logged once per outage, and the caller
-/// carries on with L1 and the registry.
+/// The Redis tier, shared by replicas: verdicts (`vouch:verdict:v1:…`) and rendered answers
+/// of whole keys (`vouch:key:v1:…`), each with its remaining TTL, read on an L1 miss and
+/// computed under a lease so one replica does the work ([`crate::lease`]). Redis being down
+/// or slow never fails a request: every call is bounded by `redis.timeout` and the caller
+/// carries on with L1 and the registry ([`crate::redis`] counts and logs the outage).
 struct SharedTier {
-    redis: crate::redis_conn::RedisConnector,
-    /// When the last call failed (connection attempts are spaced by 1 s after a failure).
-    last_failure: Mutex<Option<Instant>>,
-    metrics: Arc<Metrics>,
+    redis: Arc<Redis>,
+    lease: LeaseTuning,
 }
 
-/// What is stored in Redis: the verdict and when it stops being valid.
+/// What is stored in Redis for a verdict: the verdict and when it stops being valid.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     report: Report,
     expires_at_ms: u64,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What is stored in Redis for a key: its rendered value and when it stops being valid.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    value: Json,
+    expires_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    crate::redis::unix_ms(SystemTime::now()).max(0) as u64
 }
 
 impl SharedTier {
-    fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> SharedTier {
-        SharedTier {
-            redis: crate::redis_conn::RedisConnector::new(url, timeout),
-            last_failure: Mutex::new(None),
+    /// A verdict from Redis, or computed here under the lease and published.
+    async fn verdict_across_replicas<F>(
+        &self,
+        key: &VerdictKey,
+        init: F,
+        metrics: &Metrics,
+    ) -> Result<CachedVerdict, Outcome>
+    where
+        F: std::future::Future<Output = Result<CachedVerdict, Outcome>>,
+    {
+        let encode = |r: &Result<CachedVerdict, Outcome>| r.as_ref().ok().and_then(stored_verdict);
+        let decode = |bytes: &[u8]| decode_verdict(bytes).map(Ok);
+        self.flight(
+            &key.redis_key(),
+            CacheKind::Shared,
+            init,
+            encode,
+            decode,
             metrics,
-        }
-    }
-
-    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        self.metrics.redis_error();
-        let first = self
-            .last_failure
-            .lock()
-            .map(|mut l| {
-                let first = l.is_none();
-                *l = Some(Instant::now());
-                first
-            })
-            .unwrap_or(false);
-        if first {
-            tracing::warn!(error = %e, "redis {what} failed; continuing with the local cache only");
-        } else {
-            tracing::debug!(error = %e, "redis {what} failed");
-        }
-    }
-
-    fn recovered(&self) {
-        if let Ok(mut l) = self.last_failure.lock()
-            && l.take().is_some()
-        {
-            tracing::info!("redis reachable again");
-        }
-    }
-
-    /// The open connection; otherwise a connection attempt, unless one failed within the
-    /// last second (so a Redis outage does not cost every request a connect timeout).
-    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
-        if let Some(c) = self.redis.current().await {
-            return Some(c);
-        }
-        let recently_failed = self
-            .last_failure
-            .lock()
-            .ok()
-            .and_then(|l| *l)
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-        if recently_failed {
-            return None;
-        }
-        match self.redis.get().await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.failed("connect", &e);
-                None
-            }
-        }
-    }
-
-    async fn get(&self, key: &str) -> Option<CachedVerdict> {
-        let mut conn = self.connection().await?;
-        let reply = tokio::time::timeout(self.redis.timeout(), async {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<Vec<u8>>>(&mut conn)
-                .await
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(Outcome::Transient(
+                "a verdict shared by another replica could not be read".into(),
+            ))
         })
-        .await;
-        let bytes = match reply {
-            Ok(Ok(b)) => {
-                self.recovered();
-                b?
-            }
-            Ok(Err(e)) => {
-                self.failed("GET", &e);
-                return None;
-            }
-            Err(_) => {
-                self.failed("GET", &"timed out");
-                return None;
-            }
+    }
+
+    /// A key's rendered answer from Redis, or computed here under the lease and published.
+    async fn key_across_replicas<F>(
+        &self,
+        key: &str,
+        generation: u64,
+        compute: F,
+        metrics: &Metrics,
+    ) -> (Outcome, Duration)
+    where
+        F: std::future::Future<Output = (Outcome, Duration)>,
+    {
+        let id = crate::registry::sha256_digest(key.as_bytes());
+        let result_key = format!("vouch:key:v1:{generation:016x}:{}", &id[7..]);
+        let encode = |(outcome, fresh_for): &(Outcome, Duration)| match outcome {
+            Outcome::Value(value) if !fresh_for.is_zero() => serde_json::to_vec(&StoredKey {
+                value: value.clone(),
+                expires_at_ms: now_ms() + fresh_for.as_millis() as u64,
+            })
+            .ok()
+            .map(|b| (b, *fresh_for)),
+            _ => None,
         };
-        let stored: Stored = serde_json::from_slice(&bytes).ok()?;
-        let now = unix_ms(SystemTime::now());
-        (stored.expires_at_ms > now).then(|| {
-            CachedVerdict::new(
-                stored.report,
-                Duration::from_millis(stored.expires_at_ms - now),
+        let decode = |bytes: &[u8]| {
+            let s = serde_json::from_slice::<StoredKey>(bytes).ok()?;
+            let left = s.expires_at_ms.checked_sub(now_ms()).filter(|ms| *ms > 0)?;
+            Some((Outcome::Value(s.value), Duration::from_millis(left)))
+        };
+        self.flight(
+            &result_key,
+            CacheKind::SharedKey,
+            compute,
+            encode,
+            decode,
+            metrics,
+        )
+        .await
+        .unwrap_or_else(|| {
+            (
+                Outcome::Transient("an answer shared by another replica could not be read".into()),
+                Duration::ZERO,
             )
         })
     }
 
-    async fn put(&self, key: &str, v: &CachedVerdict) {
-        let ms = v.ttl.as_millis() as u64;
-        if ms == 0 {
-            return;
+    /// `compute` once across replicas for `result_key` (see [`crate::lease`]): the result
+    /// another replica published, read back by `decode`, or what `compute` made here,
+    /// published as `encode` says. `None`: a published result that could not be read (or
+    /// expired as it was read) — not an answer; the next caller computes.
+    async fn flight<T, F>(
+        &self,
+        result_key: &str,
+        kind: CacheKind,
+        compute: F,
+        encode: impl Fn(&T) -> Option<(Vec<u8>, Duration)>,
+        decode: impl Fn(&[u8]) -> Option<T>,
+        metrics: &Metrics,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let lease_key = format!("vouch:lease:{result_key}");
+        let flight = across_replicas(
+            &self.redis,
+            result_key,
+            &lease_key,
+            lease::token(),
+            self.lease,
+            compute,
+        );
+        match flight.await {
+            Across::Found(bytes) => {
+                let found = decode(&bytes)?;
+                metrics.cache_event(kind, "hit");
+                Some(found)
+            }
+            Across::Computed(result, held) => {
+                metrics.cache_event(kind, "miss");
+                held.publish_and_release(result_key, encode(&result)).await;
+                Some(result)
+            }
+            Across::Local(result) => {
+                metrics.cache_event(kind, "miss");
+                if let Some((bytes, ttl)) = encode(&result) {
+                    // A failure only costs sharing.
+                    let _ = self.redis.set_px(result_key, bytes, ttl).await;
+                }
+                Some(result)
+            }
         }
-        let Some(mut conn) = self.connection().await else {
-            return;
-        };
-        let stored = Stored {
-            report: v.report(),
-            expires_at_ms: unix_ms(SystemTime::now()) + ms,
-        };
-        let Ok(bytes) = serde_json::to_vec(&stored) else {
-            return;
-        };
-        let reply = tokio::time::timeout(self.redis.timeout(), async {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(bytes)
-                .arg("PX")
-                .arg(ms)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await;
-        match reply {
-            Ok(Ok(())) => self.recovered(),
-            Ok(Err(e)) => self.failed("SET", &e),
-            Err(_) => self.failed("SET", &"timed out"),
-        }
+    }
+
+    /// A verdict in Redis, if there is one that has not expired.
+    async fn get_verdict(&self, key: &VerdictKey) -> Option<CachedVerdict> {
+        let result_key = key.redis_key();
+        let bytes = self
+            .redis
+            .run("GET", |mut c| async move {
+                redis::cmd("GET")
+                    .arg(&result_key)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await
+            .ok()??;
+        decode_verdict(&bytes)
+    }
+}
+
+/// A verdict read back from Redis; `None` when unreadable or expired.
+fn decode_verdict(bytes: &[u8]) -> Option<CachedVerdict> {
+    let s = serde_json::from_slice::<Stored>(bytes).ok()?;
+    let left = s.expires_at_ms.checked_sub(now_ms()).filter(|ms| *ms > 0)?;
+    Some(CachedVerdict::new(s.report, Duration::from_millis(left)))
+}
+
+/// A verdict as stored in Redis, and its TTL.
+fn stored_verdict(v: &CachedVerdict) -> Option<(Vec<u8>, Duration)> {
+    let ttl = v.ttl;
+    let ms = ttl.as_millis() as u64;
+    if ms == 0 {
+        return None;
+    }
+    let stored = Stored {
+        report: v.report(),
+        expires_at_ms: now_ms() + ms,
+    };
+    serde_json::to_vec(&stored).ok().map(|b| (b, ttl))
+}
+
+/// Key-flight entries are made only to be handed to the callers waiting for them.
+struct Instantly;
+
+impl Expiry<(u64, String), (Json, Duration)> for Instantly {
+    fn expire_after_create(
+        &self,
+        _: &(u64, String),
+        _: &(Json, Duration),
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::ZERO)
     }
 }
 

@@ -8,7 +8,8 @@
 //! owner, and refuses it — naming the holder — to anyone else. `check` answers the same
 //! question without writing (dry runs, audit). Stores: `memory` (one replica) and `redis`
 //! (replicas; one Lua script does check-and-set atomically). A store that cannot be reached
-//! is a transient failure (`systemError`): the template then fails closed.
+//! is a transient failure (`systemError`), which the uniqueness template treats by its
+//! `allowOnSystemError` (the failure policy).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::protocol::Json;
-use crate::redis_conn::RedisConnector;
+use crate::redis::Redis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,13 +141,20 @@ impl ClaimStore for MemoryStore {
 }
 
 /// Claims in Redis, shared by replicas. One script reads the holder and, for a claim by
-/// nobody else, sets it with the TTL — atomically, so two replicas cannot both grant.
+/// nobody else, sets it with the TTL — atomically, so two replicas cannot both grant. The
+/// caller passes the moment it gives up, in Redis' clock; a script that runs later (Redis
+/// was paused, the command was queued) writes nothing, so a claim answered with a
+/// `systemError` can never take effect afterwards.
 pub struct RedisStore {
-    redis: RedisConnector,
+    redis: Arc<Redis>,
     script: redis::Script,
 }
 
 const CLAIM_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then
+  return {-1, '', 0}
+end
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then
   return {0, cur, redis.call('PTTL', KEYS[1])}
@@ -162,9 +170,9 @@ return {1, cur, redis.call('PTTL', KEYS[1])}
 "#;
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> RedisStore {
+    pub fn new(redis: Arc<Redis>) -> RedisStore {
         RedisStore {
-            redis: RedisConnector::new(url, timeout),
+            redis,
             script: redis::Script::new(CLAIM_SCRIPT),
         }
     }
@@ -183,24 +191,32 @@ impl ClaimStore for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<ClaimResult, String>> {
         async move {
-            let mut conn = self.redis.get().await?;
             let mode = match key.mode {
                 Mode::Claim => "claim",
                 Mode::Check => "check",
             };
-            let mut invocation = self.script.key(RedisStore::redis_key(key));
-            invocation
-                .arg(&key.owner)
-                .arg(ttl.as_millis() as u64)
-                .arg(mode);
-            let reply = tokio::time::timeout(
-                self.redis.timeout(),
-                invocation.invoke_async::<(i64, String, i64)>(&mut conn),
-            )
-            .await
-            .map_err(|_| "claim store timed out".to_string())?
-            .map_err(|e| format!("claim store failed: {e}"))?;
-            let (granted, holder, pttl) = reply;
+            let redis_key = RedisStore::redis_key(key);
+            let ttl_ms = ttl.as_millis() as u64;
+            let (granted, holder, pttl) = self
+                .redis
+                .run_before_deadline("claim", |mut conn, deadline| async move {
+                    let mut invocation = self.script.key(redis_key);
+                    invocation
+                        .arg(&key.owner)
+                        .arg(ttl_ms)
+                        .arg(mode)
+                        .arg(deadline);
+                    invocation
+                        .invoke_async::<(i64, String, i64)>(&mut conn)
+                        .await
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if granted < 0 {
+                return Err(
+                    "claim store answered after the caller's deadline; nothing was written".into(),
+                );
+            }
             Ok(ClaimResult {
                 granted: granted == 1,
                 holder,

@@ -82,6 +82,8 @@ pub struct Config {
     pub verification_budget: Dur,
     pub server: ServerTuning,
     pub cache: CacheConfig,
+    /// The Redis shared by the verdict tier and the claims store.
+    pub redis: RedisConfig,
     pub registries: Vec<RegistryConfig>,
     pub policies: Vec<PolicyConfig>,
     pub claims: ClaimsConfig,
@@ -106,10 +108,30 @@ impl Default for Config {
             verification_budget: Dur::secs(10),
             server: ServerTuning::default(),
             cache: CacheConfig::default(),
+            redis: RedisConfig::default(),
             registries: Vec::new(),
             policies: Vec::new(),
             claims: ClaimsConfig::default(),
             allow_no_policies: false,
+        }
+    }
+}
+
+impl Config {
+    /// The Redis settings in effect (aliases resolved).
+    pub fn redis(&self) -> RedisSettings {
+        let r = &self.redis;
+        RedisSettings {
+            url: if r.url.is_empty() {
+                self.cache.redis_url.clone()
+            } else {
+                r.url.clone()
+            },
+            ca_file: r.ca_file.clone(),
+            username: r.username.clone(),
+            password_file: r.password_file.clone(),
+            sentinel: r.sentinel.clone(),
+            timeout: r.timeout.unwrap_or(self.cache.redis_timeout).get(),
         }
     }
 }
@@ -121,9 +143,9 @@ impl Default for Config {
 pub enum FileRole {
     /// Serving certificate, key, client CA.
     Tls,
-    /// Registry credentials and registry CAs: how vouch reaches a registry, not whom it
+    /// Registry and Redis credentials and CAs: how vouch reaches a server, not whom it
     /// trusts. Never hashed into anything shared.
-    Registry,
+    Access,
     /// Keys and certificates that verify signatures.
     Trust,
 }
@@ -247,6 +269,12 @@ pub struct CacheConfig {
     pub redis_timeout: Dur,
     /// After a transient failure, a registry is not contacted for this long.
     pub registry_backoff: Dur,
+    /// With Redis: the lease one replica holds while it verifies what others wait for;
+    /// renewed every third of it. A replica that dies verifying delays the others by at
+    /// most this.
+    pub lease_ttl: Dur,
+    /// With Redis: how often a replica waiting for another's verification looks for it.
+    pub lease_poll: Dur,
 }
 
 impl Default for CacheConfig {
@@ -260,7 +288,57 @@ impl Default for CacheConfig {
             redis_url: String::new(),
             redis_timeout: Dur::ms(100),
             registry_backoff: Dur::secs(2),
+            lease_ttl: Dur::secs(2),
+            lease_poll: Dur::ms(20),
         }
+    }
+}
+
+/// The Redis of the verdict tier and the claims store (SPEC §4 `redis`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedisConfig {
+    /// `redis://[user@]host:port/db` or `rediss://…` (TLS). Empty, without sentinels: no
+    /// Redis. `cache.redisUrl` is an accepted alias.
+    pub url: String,
+    /// PEM CA bundle trusted for `rediss://` instead of the system roots.
+    #[serde(rename = "caFile")]
+    pub ca_file: Option<PathBuf>,
+    /// ACL user (Redis 6+); empty: the default user.
+    pub username: String,
+    /// File holding the password (a mounted Secret); read when connecting, never logged.
+    pub password_file: Option<PathBuf>,
+    /// Ask these sentinels for the master instead of connecting to the URL's host.
+    pub sentinel: SentinelConfig,
+    /// Budget of one Redis call (connecting: twice that); past it vouch carries on
+    /// without Redis. Default: `cache.redisTimeout` (100ms).
+    pub timeout: Option<Dur>,
+}
+
+/// Redis Sentinel: the master's name and the sentinels' `host:port`s.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SentinelConfig {
+    pub master_name: String,
+    pub addresses: Vec<String>,
+}
+
+/// The Redis settings in effect: `redis`, with `cache.redisUrl` and `cache.redisTimeout`
+/// standing in for `redis.url` and `redis.timeout` when those are not set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub sentinel: SentinelConfig,
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Whether any Redis is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty() || !self.sentinel.addresses.is_empty()
     }
 }
 
@@ -622,6 +700,15 @@ impl Config {
                 f(name.to_string(), FileRole::Tls, p);
             }
         }
+        let redis = &mut self.redis;
+        for (name, p) in [
+            ("redis.caFile", &mut redis.ca_file),
+            ("redis.passwordFile", &mut redis.password_file),
+        ] {
+            if let Some(p) = p {
+                f(name.to_string(), FileRole::Access, p);
+            }
+        }
         for (i, r) in self.registries.iter_mut().enumerate() {
             for (name, p) in [
                 ("passwordFile", &mut r.password_file),
@@ -629,7 +716,7 @@ impl Config {
                 ("caFile", &mut r.ca_file),
             ] {
                 if let Some(p) = p {
-                    f(format!("registries[{i}].{name}"), FileRole::Registry, p);
+                    f(format!("registries[{i}].{name}"), FileRole::Access, p);
                 }
             }
         }
@@ -677,6 +764,8 @@ impl Config {
             ("configReloadInterval", self.config_reload_interval),
             ("verificationBudget", self.verification_budget),
             ("cache.redisTimeout", self.cache.redis_timeout),
+            ("cache.leaseTtl", self.cache.lease_ttl),
+            ("cache.leasePoll", self.cache.lease_poll),
             ("server.handshakeTimeout", self.server.handshake_timeout),
             ("server.headerReadTimeout", self.server.header_read_timeout),
             ("server.idleTimeout", self.server.idle_timeout),
@@ -814,11 +903,67 @@ impl Config {
                 }
             }
         }
-        if self.claims.store == ClaimStoreKind::Redis && self.cache.redis_url.is_empty() {
+        for (path, message) in self.redis_problems() {
+            bad(path, message);
+        }
+        if self.claims.store == ClaimStoreKind::Redis && !self.redis().enabled() {
             bad(
                 "claims.store".into(),
-                "store: redis needs cache.redisUrl".into(),
+                "redis needs redis.url (or redis.sentinel)".into(),
             );
+        }
+        out
+    }
+
+    /// Problems of the `redis` section (and its `cache` aliases).
+    fn redis_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let r = &self.redis;
+        if !r.url.is_empty() && !self.cache.redis_url.is_empty() && r.url != self.cache.redis_url {
+            out.push((
+                "cache.redisUrl".into(),
+                "redis.url is set too; give one of them".into(),
+            ));
+        }
+        if r.timeout.is_some_and(|t| t.get().is_zero()) {
+            out.push(("redis.timeout".into(), "must be greater than zero".into()));
+        }
+        let settings = self.redis();
+        let url_field = if r.url.is_empty() {
+            "cache.redisUrl"
+        } else {
+            "redis.url"
+        };
+        let tls = settings.url.starts_with("rediss://");
+        if !settings.url.is_empty() && !settings.url.starts_with("redis://") && !tls {
+            out.push((
+                url_field.into(),
+                "must start with redis:// or rediss:// (TLS)".into(),
+            ));
+        }
+        if r.ca_file.is_some() && !tls {
+            out.push((
+                "redis.caFile".into(),
+                "only used with a rediss:// URL".into(),
+            ));
+        }
+        if !r.username.is_empty() && r.password_file.is_none() {
+            out.push((
+                "redis.passwordFile".into(),
+                "required when username is set".into(),
+            ));
+        }
+        let s = &r.sentinel;
+        if s.addresses.is_empty() != s.master_name.is_empty() {
+            out.push((
+                "redis.sentinel".into(),
+                "give both masterName and addresses".into(),
+            ));
+        }
+        for (i, a) in s.addresses.iter().enumerate() {
+            if let Err(why) = check_host(a) {
+                out.push((format!("redis.sentinel.addresses[{i}]"), why));
+            }
         }
         out
     }
@@ -980,12 +1125,12 @@ mod tests {
             (
                 "registries[0].passwordFile",
                 "/etc/vouch/pw",
-                FileRole::Registry,
+                FileRole::Access,
             ),
             (
                 "registries[0].caFile",
                 "/etc/vouch/ca.pem",
-                FileRole::Registry,
+                FileRole::Access,
             ),
             (
                 "policies[0].verifiers[0].cosign.publicKeys[0]",
@@ -1008,6 +1153,53 @@ mod tests {
             .map(|(f, p, r)| (f.to_string(), p.to_string(), *r))
             .collect();
         assert_eq!(files, want);
+    }
+
+    #[test]
+    fn the_redis_section_and_its_aliases() {
+        let c = Config::parse(
+            "cache: {redisUrl: \"redis://r:6379/0\", redisTimeout: 50ms}",
+            "t",
+            None,
+        )
+        .expect("alias");
+        let r = c.redis();
+        assert_eq!(r.url, "redis://r:6379/0");
+        assert_eq!(r.timeout, Duration::from_millis(50));
+        let c = Config::parse(
+            "redis: {url: \"rediss://r:6380/1\", caFile: ca.pem, username: vouch, passwordFile: pw, timeout: 200ms}",
+            "t",
+            None,
+        )
+        .expect("full section");
+        let r = c.redis();
+        assert_eq!(
+            (r.url.as_str(), r.timeout),
+            ("rediss://r:6380/1", Duration::from_millis(200))
+        );
+        let c = Config::parse(
+            "redis: {sentinel: {masterName: vouch, addresses: [\"s1:26379\", \"s2:26379\"]}}\nclaims: {store: redis}",
+            "t",
+            None,
+        )
+        .expect("sentinels alone");
+        assert!(c.redis().enabled());
+        let p = problems(
+            "redis: {url: \"http://r\", caFile: ca.pem, username: u, sentinel: {masterName: m}, timeout: 0s}\ncache: {redisUrl: \"redis://other\"}",
+        );
+        for want in [
+            "cache.redisUrl: redis.url is set too",
+            "redis.timeout: must be greater than zero",
+            "redis.url: must start with redis://",
+            "redis.caFile: only used with a rediss:// URL",
+            "redis.passwordFile: required when username is set",
+            "redis.sentinel: give both masterName and addresses",
+        ] {
+            assert!(
+                p.iter().any(|s| s.starts_with(want)),
+                "missing {want:?} in {p:?}"
+            );
+        }
     }
 
     #[test]
@@ -1100,6 +1292,9 @@ mod tests {
     #[test]
     fn redis_claims_need_a_redis_url() {
         let p = problems("claims: {store: redis}");
-        assert_eq!(p, vec!["claims.store: store: redis needs cache.redisUrl"]);
+        assert_eq!(
+            p,
+            vec!["claims.store: redis needs redis.url (or redis.sentinel)"]
+        );
     }
 }

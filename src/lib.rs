@@ -18,7 +18,8 @@
 //! - [`verify`]: the verification engine (cosign and Notary Project verifiers);
 //!   [`reference`](mod@reference) parses image references and [`policy`] selects the trust policy for one.
 //! - [`registry`]: the OCI distribution client; [`cache`] the verdict and tag caches with
-//!   single flight and the Redis tier ([`redis_conn`]).
+//!   single flight and the Redis tier; [`lease`] one verification per key across replicas;
+//!   [`redis`] the connection and outage policy the caches and the claims store share.
 //! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints.
 //! - [`config`]: the YAML config, its defaults and validation; [`reload`] re-reads it and
 //!   every file it names, and swaps the verification engine when they change.
@@ -36,13 +37,14 @@ pub mod engine;
 pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod mutate;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
-pub mod redis_conn;
+pub mod redis;
 pub mod reference;
 pub mod registry;
 pub mod reload;

@@ -118,8 +118,10 @@ pub enum CacheKind {
     Tag,
     /// Exact key → rendered verdict.
     Key,
-    /// The Redis tier.
+    /// The Redis tier's verdicts.
     Shared,
+    /// The Redis tier's rendered answers of whole keys (cross-replica single flight).
+    SharedKey,
 }
 
 impl CacheKind {
@@ -129,6 +131,7 @@ impl CacheKind {
             CacheKind::Tag => "tag",
             CacheKind::Key => "key",
             CacheKind::Shared => "shared",
+            CacheKind::SharedKey => "shared_key",
         }
     }
 }

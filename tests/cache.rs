@@ -11,61 +11,8 @@ use serde_json::Value;
 use support::proxy::{Mode, Proxy};
 use support::redis::RedisServer;
 use support::registry::*;
+use support::world::World;
 use support::*;
-
-/// A registry with signed images, a trusted key file, and the YAML that makes vouch trust it
-/// for `<host>/acme/*` (host: the registry or a proxy in front of it).
-struct World {
-    registry: Registry,
-    pusher: Pusher,
-    key: CosignKey,
-    keys_dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        let registry = Registry::start();
-        let pusher = Pusher::new(&registry);
-        World {
-            registry,
-            pusher,
-            key: CosignKey::generate(),
-            keys_dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn key_file(&self, key: &CosignKey, name: &str) -> String {
-        let p = self.keys_dir.path().join(format!("{name}.pub"));
-        std::fs::write(&p, key.public_pem()).expect("write key");
-        p.display().to_string()
-    }
-
-    fn policy(&self, host: &str, key_file: &str, extra: &str) -> String {
-        format!(
-            "{extra}registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{key_file}]}}\n"
-        )
-    }
-
-    async fn sign(&self, repo: &str, image: &Image, key: &CosignKey) {
-        let sig = key.sign_image(&format!("{}/{repo}", self.registry.host), &image.digest);
-        push_cosign_signatures(&self.pusher, repo, &image.digest, &[sig]).await;
-    }
-
-    async fn signed(&self, repo: &str, tag: &str) -> Image {
-        let image = self.pusher.push_image(repo, tag).await;
-        self.sign(repo, &image, &self.key).await;
-        image
-    }
-
-    /// Registry requests made by `f`.
-    async fn registry_requests<F: std::future::Future<Output = T>, T>(&self, f: F) -> (T, usize) {
-        self.registry.settle_log().await;
-        let before = self.registry.access_log().len();
-        let out = f.await;
-        self.registry.settle_log().await;
-        (out, self.registry.requests_since(before).len())
-    }
-}
 
 async fn metric(v: &Vouch, name: &str) -> f64 {
     metric_value(&ops_get(v.running.ops_addr, "/metrics").await.text(), name)
@@ -113,7 +60,9 @@ async fn a_hundred_concurrent_requests_for_a_cold_key_verify_once() {
     );
     assert_eq!(trips, 3, "one HEAD, one signature manifest, one payload");
     assert_eq!(metric(&v, VERIFIED).await, 1.0);
-    let coalesced = metric(&v, "vouch_cache_coalesced_total{cache=\"verdict\"}").await
+    let coalesced = metric(&v, "vouch_cache_coalesced_total{cache=\"key\"}").await
+        + metric(&v, "vouch_cache_hits_total{cache=\"key\"}").await
+        + metric(&v, "vouch_cache_coalesced_total{cache=\"verdict\"}").await
         + metric(&v, "vouch_cache_hits_total{cache=\"verdict\"}").await;
     assert_eq!(
         coalesced, 99.0,
@@ -229,6 +178,34 @@ async fn transient_failures_are_not_cached() {
     assert_eq!(verdict(&r)["verified"], true, "{r}");
 }
 
+/// After `/v1/mutate` pins an image, every admission asks about `repo:tag@sha256:…`: with the
+/// verdict already reached for the tag, that costs no registry request at all.
+#[tokio::test]
+async fn a_pinned_image_with_a_known_verdict_costs_no_registry_request() {
+    let w = World::new();
+    let image = w.signed("acme/api", "1").await;
+    let v = Vouch::start(&w.policy(&w.registry.host, &w.key_file(&w.key, "k"), "")).await;
+    let tag = format!("{}/acme/api:1", w.registry.host);
+    let (r, trips) = w.registry_requests(v.verify(&[&tag])).await;
+    assert_eq!(verdict(&r)["verified"], true);
+    assert_eq!(trips, 3);
+    for pinned in [
+        format!("{}/acme/api:1@{}", w.registry.host, image.digest),
+        format!("{}/acme/api@{}", w.registry.host, image.digest),
+    ] {
+        let (r, trips) = w.registry_requests(v.verify(&[&pinned])).await;
+        assert_eq!(verdict(&r)["verified"], true, "{r}");
+        assert_eq!(verdict(&r)["reference"], pinned.as_str(), "{r}");
+        assert_eq!(trips, 0, "{pinned}: answered from the verdict cache");
+    }
+    // A digest no verdict is known for is resolved (to check it exists) and verified.
+    let other = w.signed("acme/api", "2").await;
+    let pinned = format!("{}/acme/api@{}", w.registry.host, other.digest);
+    let (r, trips) = w.registry_requests(v.verify(&[&pinned])).await;
+    assert_eq!(verdict(&r)["verified"], true);
+    assert_eq!(trips, 3, "HEAD, signature manifest, payload");
+}
+
 #[tokio::test]
 async fn a_config_reload_drops_verdicts_of_the_old_trust_config() {
     let w = World::new();
@@ -256,7 +233,7 @@ async fn a_config_reload_drops_verdicts_of_the_old_trust_config() {
 #[tokio::test]
 async fn two_instances_share_verdicts_through_redis_and_survive_its_loss() {
     let w = World::new();
-    w.signed("acme/api", "1").await;
+    let first = w.signed("acme/api", "1").await;
     w.signed("acme/api", "2").await;
     let mut redis = RedisServer::start();
     let extra = format!("cache: {{redisUrl: \"{}\"}}\n", redis.url);
@@ -270,10 +247,23 @@ async fn two_instances_share_verdicts_through_redis_and_survive_its_loss() {
     assert_eq!(trips, 3);
     assert_eq!(redis.keys("vouch:verdict:*").await.len(), 1);
 
-    // The second instance resolves the tag itself, then finds the verdict in Redis.
+    // The second instance finds the key's answer in Redis: no registry request at all.
     let (r, trips) = w.registry_requests(b.verify(&[&one])).await;
     assert_eq!(verdict(&r)["verified"], true);
-    assert_eq!(trips, 1, "only the tag HEAD; no signature fetches");
+    assert_eq!(trips, 0, "the answer for the same key is shared");
+    assert_eq!(
+        metric(&b, "vouch_cache_hits_total{cache=\"shared_key\"}").await,
+        1.0
+    );
+    // The image pinned by digest (what /v1/mutate makes of every pod): its verdict is in
+    // Redis, so the second instance answers without resolving anything.
+    let pinned = format!("{}/acme/api:1@{}", w.registry.host, first.digest);
+    let (r, trips) = w.registry_requests(b.verify(&[&pinned])).await;
+    assert_eq!(verdict(&r)["verified"], true);
+    assert_eq!(
+        trips, 0,
+        "a digest reference with a known verdict needs no registry"
+    );
     assert_eq!(metric(&b, VERIFIED).await, 0.0, "b never verified");
     assert_eq!(
         metric(&b, "vouch_cache_hits_total{cache=\"shared\"}").await,

@@ -823,19 +823,21 @@ impl RegistryClient {
                         self.host
                     )));
                 }
-                // An oversized token answer is the token service's fault, not content.
+                // A token service that answers 200 without a usable token (an error page, a
+                // proxy's placeholder, an oversized body) is failing the way a 5xx does:
+                // transient, so Gatekeeper does not cache it as a per-key error.
                 let body = self
                     .read_bounded(resp, 64 * 1024, "token", budget)
                     .await
                     .map_err(|e| match e {
-                        RegistryError::Content(why) => RegistryError::Protocol(why),
+                        RegistryError::Content(why) => RegistryError::Transient(why),
                         other => other,
                     })?;
                 let (token, expires) = serde_json::from_slice::<TokenResponse>(&body)
                     .ok()
                     .and_then(TokenResponse::into_token)
                     .ok_or_else(|| {
-                        RegistryError::Protocol(format!(
+                        RegistryError::Transient(format!(
                             "token service of {} sent no token",
                             self.host
                         ))

@@ -188,19 +188,23 @@ impl VerifyEngine {
     }
 
     async fn verify(&self, key: &str) -> Outcome {
-        let (outcome, fresh_for) = match decide(key, &self.policies) {
+        match decide(key, &self.policies) {
             // Reached from the key and the config alone: as valid as the config.
-            Decision::Verdict(report) => (
-                Outcome::Value(report.to_json()),
-                self.cache_config.verified_ttl.get(),
-            ),
-            Decision::Verify { image, policy } => self.verify_image(&image, policy).await,
-        };
-        if let Outcome::Value(json) = &outcome {
-            self.caches
-                .front_put(key, self.generation, json.clone(), fresh_for);
+            Decision::Verdict(report) => {
+                let json = report.to_json();
+                let fresh_for = self.cache_config.verified_ttl.get();
+                self.caches
+                    .front_put(key, self.generation, json.clone(), fresh_for);
+                Outcome::Value(json)
+            }
+            // Once per key however many callers, in this process and across replicas.
+            Decision::Verify { image, policy } => {
+                // Boxed: the verification's state machine is large, and the flights wrap it
+                // twice more.
+                let compute = Box::pin(self.verify_image(&image, policy));
+                self.caches.key_flight(key, self.generation, compute).await
+            }
         }
-        outcome
     }
 
     /// The outcome for one image, and how long it may be answered again without asking
@@ -209,6 +213,21 @@ impl VerifyEngine {
         let not_cached = |o: Outcome| (o, Duration::ZERO);
         let budget = Instant::now() + self.budget;
         let reference = image.to_string();
+        // A digest reference (what /v1/mutate pins every pod to) needs no resolution when
+        // its verdict is known: answered without any registry request.
+        if let Some(digest) = image.digest() {
+            let key = VerdictKey {
+                generation: self.generation,
+                policy: policy.name.clone(),
+                name: image.name(),
+                digest: digest.to_string(),
+            };
+            if let Some(v) = self.caches.known_verdict(&key).await {
+                let mut report = v.report();
+                report.reference = reference;
+                return (Outcome::Value(report.to_json()), v.remaining());
+            }
+        }
         let client = match self.client_for(image) {
             Ok(c) => c,
             Err(o) => return not_cached(o),

@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod redis;
 pub mod registry;
 pub mod token;
+pub mod world;
 
 /// Every network step of a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
