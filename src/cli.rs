@@ -75,6 +75,19 @@ enum Command {
         /// The caBundle value itself (base64 PEM), e.g. a placeholder a chart substitutes.
         #[arg(long)]
         ca_bundle_value: Option<String>,
+        /// Also print the claims Provider and the unique-Service-selector template,
+        /// Constraint and SyncSet (a library policy, off by default).
+        #[arg(long)]
+        unique_service_selector: bool,
+        /// Gatekeeper's validating webhook timeout (its Helm value
+        /// validatingWebhookTimeoutSeconds). In closed mode the Providers time out a second
+        /// before it.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        webhook_timeout: Duration,
+        /// Gatekeeper's mutating webhook timeout (mutatingWebhookTimeoutSeconds); closed mode
+        /// needs at least 2s.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        mutation_webhook_timeout: Duration,
     },
     /// Work with config files.
     Config {
@@ -110,12 +123,24 @@ pub fn main() -> ExitCode {
             namespace,
             ca_bundle,
             ca_bundle_value,
+            unique_service_selector,
+            webhook_timeout,
+            mutation_webhook_timeout,
         } => manifests(
             config,
-            failure_policy,
-            namespace,
             ca_bundle,
             ca_bundle_value,
+            crate::manifests::Options {
+                failure_policy,
+                namespace,
+                ca_bundle: String::new(),
+                port: 0,
+                unique_service_selector,
+                webhooks: crate::manifests::WebhookTimeouts {
+                    validating: webhook_timeout,
+                    mutating: mutation_webhook_timeout,
+                },
+            },
         ),
     }
 }
@@ -333,19 +358,21 @@ fn config_check(file: &Path) -> ExitCode {
     }
 }
 
+/// `vouch manifests`: `options` with the caBundle and port filled in from the flags and the
+/// config. A config given with `--config` must have deadlines below the Providers'
+/// timeouts; without one, the deadlines it needs are printed.
 fn manifests(
-    config: Option<PathBuf>,
-    failure_policy: crate::manifests::FailurePolicy,
-    namespace: String,
+    config_path: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
     ca_bundle_value: Option<String>,
+    mut options: crate::manifests::Options,
 ) -> ExitCode {
     use base64::Engine as _;
-    let config = match load_config(config.as_deref()) {
+    let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let ca_bundle = match (ca_bundle, ca_bundle_value) {
+    options.ca_bundle = match (ca_bundle, ca_bundle_value) {
         (_, Some(value)) => value,
         (Some(path), None) => match std::fs::read(&path) {
             Ok(pem) => base64::engine::general_purpose::STANDARD.encode(pem),
@@ -361,12 +388,43 @@ fn manifests(
             String::new()
         }
     };
-    let options = crate::manifests::Options {
-        failure_policy,
-        namespace,
-        ca_bundle,
-        port: config.listen.port(),
-    };
-    print!("{}", crate::manifests::render(&options));
-    ExitCode::SUCCESS
+    options.port = config.listen.port();
+    let timeouts =
+        match crate::manifests::provider_timeouts(options.failure_policy, options.webhooks) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vouch: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    if config_path.is_some() {
+        let checked = crate::manifests::check_deadlines(
+            timeouts,
+            config.deadline.get(),
+            config.mutate_deadline.get(),
+        );
+        if let Err(e) = checked {
+            eprintln!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    } else {
+        let (verify, mutate) = timeouts.deadlines();
+        eprintln!(
+            "vouch: the Providers time out after {}s and {}s: vouch's config needs deadline <= {} and mutateDeadline <= {} (check with --config)",
+            timeouts.verify,
+            timeouts.mutate,
+            humantime::format_duration(verify),
+            humantime::format_duration(mutate)
+        );
+    }
+    match crate::manifests::render(&options) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vouch: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

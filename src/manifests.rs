@@ -1,16 +1,24 @@
 //! `vouch manifests`: the Kubernetes objects that register vouch with Gatekeeper, from one
 //! source of truth (SPEC §3).
 //!
-//! - Providers `vouch-verify` and `vouch-mutate` (timeouts 3 s and 1 s, above vouch's own
-//!   deadlines so vouch always answers first).
+//! - Providers `vouch-verify` and `vouch-mutate`. Their timeouts come from Gatekeeper's
+//!   webhook timeouts ([`provider_timeouts`]): equal to them when open; when closed, short
+//!   enough that every call one admission makes to a hung vouch times out, and Gatekeeper
+//!   denies, before the API server gives up on the webhook and applies the webhook's own
+//!   failure policy.
 //! - ConstraintTemplates `VouchVerification` (denies images whose verdict is "not
 //!   verified") and `VouchSystemError` (no verdict could be reached), sharing the
 //!   image-gathering library, and their Constraints. The single failure-policy switch makes
 //!   the system-error Constraint `warn` (open) or `deny` (closed).
 //! - Tag-to-digest Assigns for every image location of Pods, workload templates and
 //!   CronJobs, with `externalData.failurePolicy` `Ignore` (open) or `Fail` (closed).
+//! - Opt-in (`--unique-service-selector`): the `vouch-claims` Provider, the
+//!   `VouchUniqueServiceSelector` library template and Constraint, and the SyncSet that
+//!   replicates Services; its system errors follow the same failure policy.
 //!
 //! The Rego lives in `policies/` and is compiled in, so what tests evaluate is what ships.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -38,6 +46,176 @@ pub struct Options {
     pub ca_bundle: String,
     /// Provider port (the `listen` port of the config).
     pub port: u16,
+    /// Also the claims Provider, the unique-selector template and Constraint, and the
+    /// SyncSet replicating Services.
+    pub unique_service_selector: bool,
+    /// Gatekeeper's validating and mutating webhook timeouts.
+    pub webhooks: WebhookTimeouts,
+}
+
+/// Gatekeeper's webhook timeouts (its Helm values `validatingWebhookTimeoutSeconds` and
+/// `mutatingWebhookTimeoutSeconds`; Kubernetes counts them in whole seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookTimeouts {
+    pub validating: Duration,
+    pub mutating: Duration,
+}
+
+impl Default for WebhookTimeouts {
+    /// Gatekeeper's defaults: 3 s and 1 s.
+    fn default() -> Self {
+        WebhookTimeouts {
+            validating: Duration::from_secs(3),
+            mutating: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The Providers' `spec.timeout`s, in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderTimeouts {
+    pub verify: u64,
+    pub mutate: u64,
+    /// `vouch-claims` (the opt-in uniqueness policy; one call per Service review).
+    pub claims: u64,
+    /// How far below a Provider's timeout vouch's deadline must be: time for the answer
+    /// to travel and be read (open: 100 ms), and for Gatekeeper to evaluate and deny inside
+    /// the webhook's time (closed: 500 ms).
+    pub margin: Duration,
+}
+
+/// How many times one review of a Pod calls `vouch-verify` when vouch does not answer:
+/// Gatekeeper evaluates each template kind in turn, and the two vouch templates each ask;
+/// its response cache keeps values and per-key errors, never a failed call, so the second
+/// template asks again.
+pub const VERIFY_CALLS_PER_REVIEW: u64 = 2;
+
+impl ProviderTimeouts {
+    /// The longest `deadline` and `mutateDeadline` that leave vouch's answer time to reach
+    /// Gatekeeper before the Provider times out: [`ProviderTimeouts::margin`] below each.
+    pub fn deadlines(self) -> (Duration, Duration) {
+        let below = |s: u64| Duration::from_secs(s).saturating_sub(self.margin);
+        (below(self.verify), below(self.mutate))
+    }
+}
+
+/// Why the objects cannot be generated for these inputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{which} webhook timeout {got:?} is not a whole number of seconds from 1 to 30")]
+    WebhookTimeout { which: &'static str, got: Duration },
+    #[error(
+        "closed mode needs Gatekeeper's {which} webhook timeout to be at least {need}s (it is \
+         {got}s): {why}, or the API server gives up first and applies the webhook's own \
+         failure policy; raise Gatekeeper's Helm value {value} and pass {flag}"
+    )]
+    ClosedTooShort {
+        which: &'static str,
+        got: u64,
+        need: u64,
+        why: &'static str,
+        value: &'static str,
+        flag: &'static str,
+    },
+    #[error(
+        "{field} ({got:?}) must be at most {max:?}, below the {provider} Provider's timeout \
+         of {timeout}s, so vouch answers before Gatekeeper gives up"
+    )]
+    DeadlineTooLong {
+        field: &'static str,
+        got: Duration,
+        provider: &'static str,
+        timeout: u64,
+        max: Duration,
+    },
+}
+
+/// The Providers' timeouts for `webhooks` under `policy`. Open: equal to the webhook
+/// timeouts (Gatekeeper keeps waiting as long as the API server does). Closed: every call a
+/// review can make to a hung vouch must time out — so that Gatekeeper reports the system
+/// error the closed Constraints deny — with a second left for evaluation inside the
+/// webhook's time: `vouch-verify` is asked [`VERIFY_CALLS_PER_REVIEW`] times per Pod
+/// review, `vouch-mutate` and `vouch-claims` once. Refuses what cannot work.
+pub fn provider_timeouts(
+    policy: FailurePolicy,
+    webhooks: WebhookTimeouts,
+) -> Result<ProviderTimeouts, ManifestError> {
+    let whole = |which, d: Duration| {
+        let s = d.as_secs();
+        if d.subsec_nanos() != 0 || !(1..=30).contains(&s) {
+            return Err(ManifestError::WebhookTimeout { which, got: d });
+        }
+        Ok(s)
+    };
+    let validating = whole("validating", webhooks.validating)?;
+    let mutating = whole("mutating", webhooks.mutating)?;
+    match policy {
+        FailurePolicy::Open => Ok(ProviderTimeouts {
+            verify: validating,
+            mutate: mutating,
+            claims: validating,
+            margin: Duration::from_millis(100),
+        }),
+        FailurePolicy::Closed => {
+            let verify = (validating - 1) / VERIFY_CALLS_PER_REVIEW;
+            if verify < 1 {
+                return Err(ManifestError::ClosedTooShort {
+                    which: "validating",
+                    got: validating,
+                    need: VERIFY_CALLS_PER_REVIEW + 1,
+                    why: "both vouch templates call the vouch-verify Provider (whole seconds) in \
+                          turn, and both calls must time out a second before the webhook",
+                    value: "validatingWebhookTimeoutSeconds",
+                    flag: "--webhook-timeout",
+                });
+            }
+            if mutating < 2 {
+                return Err(ManifestError::ClosedTooShort {
+                    which: "mutating",
+                    got: mutating,
+                    need: 2,
+                    why: "the vouch-mutate Provider (whole seconds) must time out a second before \
+                          the webhook",
+                    value: "mutatingWebhookTimeoutSeconds",
+                    flag: "--mutation-webhook-timeout",
+                });
+            }
+            Ok(ProviderTimeouts {
+                verify,
+                mutate: mutating - 1,
+                claims: validating - 1,
+                margin: Duration::from_millis(500),
+            })
+        }
+    }
+}
+
+/// Checks vouch's `deadline` and `mutateDeadline` against the Providers' timeouts.
+pub fn check_deadlines(
+    timeouts: ProviderTimeouts,
+    deadline: Duration,
+    mutate_deadline: Duration,
+) -> Result<(), ManifestError> {
+    let (max_verify, max_mutate) = timeouts.deadlines();
+    if deadline > max_verify {
+        return Err(ManifestError::DeadlineTooLong {
+            field: "deadline",
+            got: deadline,
+            provider: "vouch-verify",
+            timeout: timeouts.verify,
+            max: max_verify,
+        });
+    }
+    if mutate_deadline > max_mutate {
+        return Err(ManifestError::DeadlineTooLong {
+            field: "mutateDeadline",
+            got: mutate_deadline,
+            provider: "vouch-mutate",
+            timeout: timeouts.mutate,
+            max: max_mutate,
+        });
+    }
+    Ok(())
 }
 
 /// Namespaces no Constraint or Assign touches: the control plane, Gatekeeper, vouch.
@@ -126,46 +304,23 @@ fn assign(o: &Options, name: &str, apply_to: Value, kinds: Value, location: &str
 }
 
 /// Every object, in apply order (Providers and templates before what uses them).
-pub fn objects(o: &Options) -> Vec<Value> {
+pub fn objects(o: &Options) -> Result<Vec<Value>, ManifestError> {
+    let timeouts = provider_timeouts(o.failure_policy, o.webhooks)?;
     let system_action = match o.failure_policy {
         FailurePolicy::Open => "warn",
         FailurePolicy::Closed => "deny",
     };
     let mut out = vec![
-        provider(o, "vouch-verify", "/v1/verify", 3),
-        provider(o, "vouch-mutate", "/v1/mutate", 1),
+        provider(o, "vouch-verify", "/v1/verify", timeouts.verify),
+        provider(o, "vouch-mutate", "/v1/mutate", timeouts.mutate),
         template("VouchVerification", VERIFICATION_REGO),
         template("VouchSystemError", SYSTEM_ERROR_REGO),
         constraint(o, "VouchVerification", "vouch-verification", "deny"),
         constraint(o, "VouchSystemError", "vouch-system-error", system_action),
-        provider(o, "vouch-claims", "/v1/claims", 3),
-        template_with(
-            "VouchUniqueServiceSelector",
-            UNIQUE_SELECTOR_REGO,
-            &[],
-            Some(
-                json!({"type": "object", "properties": {"allowOnSystemError": {"type": "boolean"}}}),
-            ),
-        ),
-        json!({
-            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-            "kind": "VouchUniqueServiceSelector",
-            "metadata": {"name": "vouch-unique-service-selector"},
-            "spec": {
-                "enforcementAction": "deny",
-                "match": {"kinds": [{"apiGroups": [""], "kinds": ["Service"]}], "excludedNamespaces": excluded(o)},
-                "parameters": {"allowOnSystemError": false},
-            },
-        }),
-        // Services must be replicated into data.inventory for the classic check; a SyncSet
-        // adds to the sync configuration instead of replacing the cluster's Config.
-        json!({
-            "apiVersion": "syncset.gatekeeper.sh/v1alpha1",
-            "kind": "SyncSet",
-            "metadata": {"name": "vouch-services"},
-            "spec": {"gvks": [{"group": "", "version": "v1", "kind": "Service"}]},
-        }),
     ];
+    if o.unique_service_selector {
+        out.extend(unique_service_selector(o, timeouts));
+    }
     let pods = (
         json!([{"groups": [""], "kinds": ["Pod"], "versions": ["v1"]}]),
         json!([{"apiGroups": [""], "kinds": ["Pod"]}]),
@@ -207,18 +362,55 @@ pub fn objects(o: &Options) -> Vec<Value> {
             ));
         }
     }
-    out
+    Ok(out)
+}
+
+/// The opt-in uniqueness policy: the claims Provider, the library template and its
+/// Constraint, and the SyncSet replicating Services into `data.inventory`. Its system
+/// errors (claim store unreachable, vouch unreachable) follow the failure policy like every
+/// other vouch template: admitted when open, denied when closed.
+fn unique_service_selector(o: &Options, timeouts: ProviderTimeouts) -> Vec<Value> {
+    let allow_on_system_error = o.failure_policy == FailurePolicy::Open;
+    vec![
+        provider(o, "vouch-claims", "/v1/claims", timeouts.claims),
+        template_with(
+            "VouchUniqueServiceSelector",
+            UNIQUE_SELECTOR_REGO,
+            &[],
+            Some(
+                json!({"type": "object", "properties": {"allowOnSystemError": {"type": "boolean"}}}),
+            ),
+        ),
+        json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+            "kind": "VouchUniqueServiceSelector",
+            "metadata": {"name": "vouch-unique-service-selector"},
+            "spec": {
+                "enforcementAction": "deny",
+                "match": {"kinds": [{"apiGroups": [""], "kinds": ["Service"]}], "excludedNamespaces": excluded(o)},
+                "parameters": {"allowOnSystemError": allow_on_system_error},
+            },
+        }),
+        // Services must be replicated into data.inventory for the classic check; a SyncSet
+        // adds to the sync configuration instead of replacing the cluster's Config.
+        json!({
+            "apiVersion": "syncset.gatekeeper.sh/v1alpha1",
+            "kind": "SyncSet",
+            "metadata": {"name": "vouch-services"},
+            "spec": {"gvks": [{"group": "", "version": "v1", "kind": "Service"}]},
+        }),
+    ]
 }
 
 /// The objects as one multi-document YAML stream, ready for `kubectl apply -f -`.
-pub fn render(o: &Options) -> String {
-    objects(o)
+pub fn render(o: &Options) -> Result<String, ManifestError> {
+    Ok(objects(o)?
         .iter()
         .map(|obj| {
             let yaml = serde_yaml_ng::to_string(obj).unwrap_or_default();
             format!("---\n{yaml}")
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -231,13 +423,18 @@ mod tests {
             namespace: "vouch-system".into(),
             ca_bundle: "Q0E=".into(),
             port: 8443,
+            unique_service_selector: true,
+            webhooks: WebhookTimeouts {
+                validating: Duration::from_secs(3),
+                mutating: Duration::from_secs(2),
+            },
         }
     }
 
     #[test]
     fn open_and_closed_differ_only_in_the_failure_switches() {
-        let open = objects(&opts(FailurePolicy::Open));
-        let closed = objects(&opts(FailurePolicy::Closed));
+        let open = objects(&opts(FailurePolicy::Open)).expect("open");
+        let closed = objects(&opts(FailurePolicy::Closed)).expect("closed");
         assert_eq!(open.len(), closed.len());
         let mut differing = Vec::new();
         for (a, b) in open.iter().zip(&closed) {
@@ -252,6 +449,10 @@ mod tests {
                 if a["kind"] == "Assign" {
                     a["spec"]["parameters"]["assign"]["externalData"]["failurePolicy"] =
                         json!("Fail");
+                } else if a["kind"] == "Provider" {
+                    a["spec"]["timeout"] = b["spec"]["timeout"].clone();
+                } else if a["kind"] == "VouchUniqueServiceSelector" {
+                    a["spec"]["parameters"]["allowOnSystemError"] = json!(false);
                 } else {
                     a["spec"]["enforcementAction"] = json!("deny");
                 }
@@ -260,19 +461,146 @@ mod tests {
         }
         assert_eq!(
             differing.len(),
-            10,
-            "the system-error constraint and nine Assigns: {differing:?}"
+            14,
+            "three Providers, the two system-error switches and nine Assigns: {differing:?}"
         );
         assert!(differing.contains(&"vouch-system-error".to_string()));
     }
 
     #[test]
+    fn the_uniqueness_policy_is_opt_in() {
+        let mut o = opts(FailurePolicy::Open);
+        o.unique_service_selector = false;
+        let names: Vec<String> = objects(&o)
+            .expect("objects")
+            .iter()
+            .map(|obj| {
+                obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("claims") || n.contains("unique"))
+        );
+        assert!(!names.contains(&"vouch-services".to_string()));
+        assert_eq!(names.len(), 6 + 9);
+    }
+
+    #[test]
+    fn closed_providers_time_out_inside_the_webhooks() {
+        let t = |v, m| WebhookTimeouts {
+            validating: Duration::from_secs(v),
+            mutating: Duration::from_secs(m),
+        };
+        assert_eq!(
+            provider_timeouts(FailurePolicy::Open, WebhookTimeouts::default()),
+            Ok(ProviderTimeouts {
+                verify: 3,
+                mutate: 1,
+                claims: 3,
+                margin: Duration::from_millis(100)
+            })
+        );
+        // Two vouch-verify calls per Pod review, each timing out, and a second to spare.
+        assert_eq!(
+            provider_timeouts(FailurePolicy::Closed, t(3, 2)),
+            Ok(ProviderTimeouts {
+                verify: 1,
+                mutate: 1,
+                claims: 2,
+                margin: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            provider_timeouts(FailurePolicy::Closed, t(5, 2)),
+            Ok(ProviderTimeouts {
+                verify: 2,
+                mutate: 1,
+                claims: 4,
+                margin: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            provider_timeouts(FailurePolicy::Closed, t(10, 5)),
+            Ok(ProviderTimeouts {
+                verify: 4,
+                mutate: 4,
+                claims: 9,
+                margin: Duration::from_millis(500)
+            })
+        );
+        // Gatekeeper's default mutating webhook (1 s) leaves no whole second below it.
+        let e = provider_timeouts(FailurePolicy::Closed, WebhookTimeouts::default())
+            .expect_err("impossible");
+        assert!(
+            e.to_string().contains("mutatingWebhookTimeoutSeconds"),
+            "{e}"
+        );
+        let e = provider_timeouts(FailurePolicy::Closed, t(2, 2)).expect_err("impossible");
+        assert!(
+            e.to_string().contains("validatingWebhookTimeoutSeconds"),
+            "{e}"
+        );
+        assert!(provider_timeouts(FailurePolicy::Open, t(0, 1)).is_err());
+        let half = WebhookTimeouts {
+            validating: Duration::from_millis(2500),
+            mutating: Duration::from_secs(1),
+        };
+        assert!(provider_timeouts(FailurePolicy::Open, half).is_err());
+        // Open: the default deadlines (2.5 s, 900 ms) fit Gatekeeper's default webhooks.
+        let open =
+            provider_timeouts(FailurePolicy::Open, WebhookTimeouts::default()).expect("open");
+        assert!(
+            check_deadlines(
+                open,
+                Duration::from_millis(2500),
+                Duration::from_millis(900)
+            )
+            .is_ok()
+        );
+        // Closed: half a second below the Provider.
+        let closed = ProviderTimeouts {
+            verify: 2,
+            mutate: 1,
+            claims: 2,
+            margin: Duration::from_millis(500),
+        };
+        assert!(
+            check_deadlines(
+                closed,
+                Duration::from_millis(1500),
+                Duration::from_millis(500)
+            )
+            .is_ok()
+        );
+        let e = check_deadlines(
+            closed,
+            Duration::from_millis(2500),
+            Duration::from_millis(500),
+        )
+        .expect_err("too long");
+        assert!(e.to_string().starts_with("deadline (2.5s)"), "{e}");
+        assert!(
+            check_deadlines(
+                closed,
+                Duration::from_millis(1500),
+                Duration::from_millis(900)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn render_is_a_yaml_stream_of_every_object() {
-        let text = render(&opts(FailurePolicy::Open));
+        let text = render(&opts(FailurePolicy::Open)).expect("render");
         let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).expect("yaml doc"))
             .collect();
-        assert_eq!(docs, objects(&opts(FailurePolicy::Open)));
+        assert_eq!(docs, objects(&opts(FailurePolicy::Open)).expect("objects"));
         assert_eq!(
             docs[0]["spec"]["url"],
             "https://vouch.vouch-system:8443/v1/verify"

@@ -67,15 +67,22 @@ fn cronjob(image: &str) -> Value {
         "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}}})
 }
 
+/// `vouch manifests` inputs for `policy`, the uniqueness policy included, with webhook
+/// timeouts closed mode accepts (Gatekeeper's mutating webhook raised to 2 s).
+fn options(policy: FailurePolicy) -> manifests::Options {
+    support::gatekeeper::options(
+        policy,
+        manifests::WebhookTimeouts {
+            validating: std::time::Duration::from_secs(3),
+            mutating: std::time::Duration::from_secs(2),
+        },
+    )
+}
+
 /// The enforcement action the generated system-error Constraint carries.
 fn system_error_action(policy: FailurePolicy) -> String {
-    let o = manifests::Options {
-        failure_policy: policy,
-        namespace: "vouch-system".into(),
-        ca_bundle: String::new(),
-        port: 8443,
-    };
-    manifests::objects(&o)
+    manifests::objects(&options(policy))
+        .expect("objects")
         .into_iter()
         .find(|obj| obj["metadata"]["name"] == "vouch-system-error")
         .and_then(|obj| {
@@ -132,7 +139,7 @@ async fn templates_under_gatekeeper_semantics() {
     for tag in ["a", "b"] {
         let image = pusher.push_image("acme/app", tag).await;
         let sig = key.sign_image(&format!("{host}/acme/app"), &image.digest);
-        push_cosign_signatures(&pusher, "acme/app", &image.digest, &[sig]).await;
+        push_cosign_signatures(pusher, "acme/app", &image.digest, &[sig]).await;
         signed.push(format!("{host}/acme/app:{tag}"));
     }
     pusher.push_image("acme/app", "unsigned").await;
@@ -233,7 +240,7 @@ async fn fail_open_cannot_be_bought_with_the_request_or_the_signature() {
     let unsigned = format!("{host}/acme/app:unsigned");
     let padded = pusher.push_image("acme/app", "junk-only").await;
     push_cosign_signatures(
-        &pusher,
+        pusher,
         "acme/app",
         &padded.digest,
         std::slice::from_ref(&junk),
@@ -242,7 +249,7 @@ async fn fail_open_cannot_be_bought_with_the_request_or_the_signature() {
     let junk_only = format!("{host}/acme/app:junk-only");
     let signed = pusher.push_image("acme/app", "signed-and-junk").await;
     let sig = key.sign_image(&format!("{host}/acme/app"), &signed.digest);
-    push_cosign_signatures(&pusher, "acme/app", &signed.digest, &[junk, sig]).await;
+    push_cosign_signatures(pusher, "acme/app", &signed.digest, &[junk, sig]).await;
     let signed_and_junk = format!("{host}/acme/app:signed-and-junk");
 
     let v = acme.vouch().await;
@@ -444,14 +451,8 @@ fn generated_objects_match_gatekeeper_crd_schemas() {
         }
     }
     for policy in [FailurePolicy::Open, FailurePolicy::Closed] {
-        let o = manifests::Options {
-            failure_policy: policy,
-            namespace: "vouch-system".into(),
-            ca_bundle: "Q0E=".into(),
-            port: 8443,
-        };
         let mut validated = 0;
-        for obj in manifests::objects(&o) {
+        for obj in manifests::objects(&options(policy)).expect("objects") {
             let api = obj["apiVersion"].as_str().unwrap_or_default().to_string();
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
             let Some(schema) = schemas.get(&(api.clone(), kind.clone())) else {

@@ -13,8 +13,11 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{Value, json};
-use support::gatekeeper::{Gatekeeper, violations};
+use support::gatekeeper::{Gatekeeper, inventory, rego_engine, violations};
 use support::redis::RedisServer;
 use support::*;
 use vouch::manifests::UNIQUE_SELECTOR_REGO;
@@ -55,32 +58,38 @@ fn review(object: &Value, uid: &str, operation: &str, dry_run: bool) -> Value {
         "uid": uid, "dryRun": dry_run, "object": object}, "parameters": {"allowOnSystemError": false}})
 }
 
-fn inventory(services: &[&Value]) -> Value {
-    let by_name: serde_json::Map<String, Value> = services
-        .iter()
-        .map(|s| {
-            (
-                s["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                (*s).clone(),
-            )
-        })
-        .collect();
-    json!({"inventory": {"namespace": {"default": {"v1": {"Service": by_name}}}}})
-}
+/// One admission: whether the template raised nothing, and whether it asked for a claim.
+type Decision = (bool, bool);
 
-/// Admits `object` (a CREATE) against `seen`: true when the template raises nothing.
-fn admit(gk: &Gatekeeper, object: &Value, uid: &str, seen: &[&Value]) -> bool {
-    let mut engine = gk.engine(&[("unique.rego", UNIQUE_SELECTOR_REGO)]);
-    violations(
+/// Admits `object` (a CREATE) against `seen` with `external_data` answered by `answer`.
+fn decide_with(
+    object: &Value,
+    uid: &str,
+    seen: &[&Value],
+    answer: impl Fn(&Value) -> Value + Send + Sync + 'static,
+) -> Decision {
+    let claims = Arc::new(AtomicUsize::new(0));
+    let counted = claims.clone();
+    let mut engine = rego_engine(&[("unique.rego", UNIQUE_SELECTOR_REGO)], move |request| {
+        if request["provider"] == "vouch-claims" {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        answer(request)
+    });
+    let admitted = violations(
         &mut engine,
         RULE,
         &review(object, uid, "CREATE", false),
         &inventory(seen),
     )
-    .is_empty()
+    .is_empty();
+    (admitted, claims.load(Ordering::SeqCst) > 0)
+}
+
+/// Admits `object` (a CREATE) against `seen`, claims through vouch.
+fn admit(gk: &Gatekeeper, object: &Value, uid: &str, seen: &[&Value]) -> Decision {
+    let gk = gk.clone();
+    decide_with(object, uid, seen, move |request| gk.external_data(request))
 }
 
 /// Who decides an admission: the template with every claim granted (the inventory check
@@ -99,19 +108,20 @@ impl Judge {
         object: Value,
         uid: String,
         seen: Option<Value>,
-    ) -> tokio::task::JoinHandle<bool> {
+    ) -> tokio::task::JoinHandle<Decision> {
         let judge = self.clone();
         tokio::task::spawn_blocking(move || {
             let seen: Vec<&Value> = seen.iter().collect();
             match judge {
-                Judge::InventoryOnly => sync_admit(&object, &seen),
+                Judge::InventoryOnly => sync_admit(&object, &uid, &seen),
                 Judge::Vouch(gks) => admit(&gks[replica % gks.len()], &object, &uid, &seen),
             }
         })
     }
 }
 
-/// Runs `n` rounds; returns how many admitted both Services.
+/// Runs `n` rounds; returns how many admitted both Services. A Service whose inventory
+/// shows the other is denied by the inventory check and must not ask for a claim.
 async fn race(judge: &Judge, n: usize, seed: u64) -> usize {
     let mut rng = Rng(seed);
     let mut both = 0;
@@ -127,22 +137,24 @@ async fn race(judge: &Judge, n: usize, seed: u64) -> usize {
         );
         let (admitted_a, admitted_b) = if gap > lag {
             // B arrives after A is replicated: A first, then B sees it if it was created.
-            let admitted_a = judge.decide(0, a.clone(), uid_a, None).await.expect("join");
+            let (admitted_a, _) = judge.decide(0, a.clone(), uid_a, None).await.expect("join");
             let seen = admitted_a.then(|| a.clone());
-            (
-                admitted_a,
-                judge
-                    .decide(round, b.clone(), uid_b, seen)
-                    .await
-                    .expect("join"),
-            )
+            let (admitted_b, claimed_b) = judge
+                .decide(round, b.clone(), uid_b, seen)
+                .await
+                .expect("join");
+            assert!(
+                !(admitted_a && claimed_b),
+                "round {round}: a Service the inventory denies asked for a claim"
+            );
+            (admitted_a, admitted_b)
         } else {
             // Within the replication window: neither inventory shows the other.
             let (x, y) = tokio::join!(
                 judge.decide(0, a.clone(), uid_a, None),
                 judge.decide(round, b.clone(), uid_b, None)
             );
-            (x.expect("join"), y.expect("join"))
+            (x.expect("join").0, y.expect("join").0)
         };
         if admitted_a && admitted_b {
             both += 1;
@@ -152,37 +164,16 @@ async fn race(judge: &Judge, n: usize, seed: u64) -> usize {
 }
 
 /// The template's inventory rule alone, with every claim granted.
-fn sync_admit(object: &Value, seen: &[&Value]) -> bool {
-    let mut engine = regorus::Engine::new();
-    engine.set_rego_v0(true);
-    engine
-        .add_policy("unique.rego".into(), UNIQUE_SELECTOR_REGO.into())
-        .expect("rego");
-    engine
-        .add_extension(
-            "external_data".into(),
-            1,
-            Box::new(|args: Vec<regorus::Value>| {
-                let request: Value = serde_json::from_str(&args[0].to_json_str()?)?;
-                let granted: Vec<Value> = request["keys"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|k| json!([k, {"granted": true, "holder": "", "expiresInSeconds": 60}]))
-                    .collect();
-                regorus::Value::from_json_str(
-                    &json!({"responses": granted, "errors": [], "status_code": 200, "system_error": ""}).to_string(),
-                )
-            }),
-        )
-        .expect("extension");
-    violations(
-        &mut engine,
-        RULE,
-        &review(object, "uid", "CREATE", false),
-        &inventory(seen),
-    )
-    .is_empty()
+fn sync_admit(object: &Value, uid: &str, seen: &[&Value]) -> Decision {
+    decide_with(object, uid, seen, |request| {
+        let granted: Vec<Value> = request["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| json!([k, {"granted": true, "holder": "", "expiresInSeconds": 60}]))
+            .collect();
+        json!({"responses": granted, "errors": [], "status_code": 200, "system_error": ""})
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
