@@ -1,134 +1,40 @@
-//! The Helm chart (`charts/vouch`) and the `Dockerfile`, checked without helm or docker.
+//! The Helm chart (`charts/vouch`), rendered by Helm itself (`tests/helm/`), and the
+//! `Dockerfile`.
 //!
-//! - The chart's Gatekeeper objects (`files/gatekeeper-{open,closed}.yaml`) are byte for
-//!   byte what `vouch manifests` prints with the chart's placeholders, and their Provider
-//!   URLs point at the chart's Service.
-//! - Every template is YAML once its template actions are stubbed (see [`stub`]), every
-//!   object has `apiVersion`, `kind` and `metadata.name`, and every value a template reads
-//!   exists in `values.yaml` and is documented in the chart's README.
-//! - The Deployment runs vouch locked down and probed on the ops port, the Service is
-//!   `vouch` with ports 8443 and 9090, and the config the ConfigMap renders from the default
-//!   values passes `vouch config check`, with its TLS files where the Deployment mounts them.
+//! - `helm lint --strict` is clean, and every documented option renders: each rendered
+//!   Kubernetes object passes the strict Kubernetes API schema of 1.30 and of the newest
+//!   release known, each Gatekeeper object Gatekeeper's CRD schema.
+//! - The chart's Gatekeeper files are byte for byte what `vouch manifests` prints, and what
+//!   the chart renders from them is exactly what `vouch manifests` prints for the same
+//!   failure policy, uniqueness switch and webhook timeouts.
+//! - Closed mode stays closed: the Providers time out inside Gatekeeper's webhooks, vouch's
+//!   deadlines inside the Providers (as `vouch manifests --config` checks them), and what
+//!   cannot work is refused with a one-line reason.
+//! - The chart's Redis is locked down, persistent and reachable only by vouch; vouch's
+//!   config points at it, or at `redisUrl`; the uniqueness policy is opt-in and refuses to
+//!   run several replicas without a shared Redis.
+//! - Every value a template reads exists in `values.yaml` and is documented in the chart's
+//!   README; the Deployment runs vouch locked down; the rendered configs pass
+//!   `vouch config check`.
 //! - The Dockerfile builds with `--locked` from a context holding every file the crate
 //!   compiles in, and runs as a non-root user exposing 8443 and 9090.
 //!
-//! What this cannot prove is Helm's own rendering (functions, whitespace control,
-//! `lookup`): the stubbing keeps both branches of every `if` and drops what actions output.
+//! `tests/chart_run.rs` runs what the chart renders (its Redis, two vouch replicas).
 
-use std::collections::BTreeSet;
+mod helm;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
+
+use helm::{NAMESPACE, Rendered, chart, documents, refusal, render, render_all, root};
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chart() -> PathBuf {
-    root().join("charts/vouch")
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The documents of a YAML stream; a parse error names the file and shows the text.
-fn documents(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|doc| {
-            Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{what} is not YAML: {e}\n----\n{text}----"))
-        })
-        .collect()
-}
-
-/// Makes a Helm template plain YAML, by hand (no template engine here):
-///
-/// 1. every action `{{ … }}` — also `{{- … -}}`, comments, actions spanning lines — is cut
-///    out and remembered as a marker;
-/// 2. a line holding markers and otherwise only whitespace is dropped: such a line is
-///    control flow (`if`, `else`, `end`, `range`, `with`, `define`, assignments) or emits a
-///    whole block (`toYaml … | nindent N`, `include … | nindent N`), neither of which has
-///    YAML of its own;
-/// 3. any other marker becomes the scalar `stub` (`replicas: stub`, `name: vouch.stub`).
-///
-/// Both branches of every `if`/`else` stay, so the templates never emit one key in both.
-fn stub(template: &str) -> String {
-    const MARK: char = '\u{1}';
-    let mut marked = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        marked.push_str(&rest[..start]);
-        let len = rest[start..]
-            .find("}}")
-            .unwrap_or_else(|| panic!("unclosed {{{{ in:\n{}", &rest[start..]));
-        marked.push(MARK);
-        rest = &rest[start + len + 2..];
-    }
-    marked.push_str(rest);
-    let mut out = String::with_capacity(marked.len());
-    for line in marked.lines() {
-        let bare = line.replace(MARK, "");
-        if line.contains(MARK) && bare.trim().is_empty() {
-            continue;
-        }
-        out.push_str(&line.replace(MARK, "stub"));
-        out.push('\n');
-    }
-    out
-}
-
-/// `charts/vouch/templates/*.yaml`, sorted.
-fn template_files() -> Vec<PathBuf> {
-    let dir = chart().join("templates");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Every object of every template, stubbed; each checked for apiVersion, kind and name.
-fn objects() -> Vec<Value> {
-    let mut out = Vec::new();
-    for file in template_files() {
-        let name = file.display().to_string();
-        let docs: Vec<Value> = documents(&stub(&read(&file)), &name)
-            .into_iter()
-            .filter(|d| !d.is_null())
-            .collect();
-        assert!(!docs.is_empty(), "{name}: no object once stubbed");
-        for doc in docs {
-            for field in ["apiVersion", "kind"] {
-                assert!(
-                    doc[field].as_str().is_some_and(|s| !s.is_empty()),
-                    "{name}: an object without {field}: {doc}"
-                );
-            }
-            assert!(
-                doc["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|s| !s.is_empty()),
-                "{name}: a {} without metadata.name",
-                doc["kind"]
-            );
-            out.push(doc);
-        }
-    }
-    out
-}
-
-fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in the chart's templates"))
 }
 
 fn values() -> Value {
@@ -138,26 +44,58 @@ fn values() -> Value {
     docs.into_iter().next().expect("one document")
 }
 
-fn manifests(policy: &str) -> Vec<u8> {
+/// `vouch manifests ARGS`: its stdout; panics on failure.
+fn manifests(args: &[&str]) -> Vec<u8> {
     let out = Command::new(VOUCH)
-        .args(["manifests", "--failure-policy", policy])
-        .args(["--namespace", "__NAMESPACE__"])
-        .args(["--ca-bundle-value", "__CA_BUNDLE__"])
+        .arg("manifests")
+        .args(args)
         .output()
         .expect("run vouch manifests");
     assert!(
         out.status.success(),
-        "vouch manifests failed: {}",
+        "vouch manifests {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
 }
 
+/// The command lines that generate the chart's Gatekeeper files (documented in the chart's
+/// README): every object, the uniqueness policy included; closed with the shortest mutating
+/// webhook closed mode accepts. The chart filters and patches them when rendering.
+const FILE_ARGS: [(&str, &[&str]); 2] = [
+    (
+        "open",
+        &[
+            "--failure-policy",
+            "open",
+            "--unique-service-selector",
+            "--namespace",
+            "__NAMESPACE__",
+            "--ca-bundle-value",
+            "__CA_BUNDLE__",
+        ],
+    ),
+    (
+        "closed",
+        &[
+            "--failure-policy",
+            "closed",
+            "--unique-service-selector",
+            "--mutation-webhook-timeout",
+            "2s",
+            "--namespace",
+            "__NAMESPACE__",
+            "--ca-bundle-value",
+            "__CA_BUNDLE__",
+        ],
+    ),
+];
+
 #[test]
 fn gatekeeper_files_are_what_vouch_manifests_prints() {
-    for policy in ["open", "closed"] {
+    for (policy, args) in FILE_ARGS {
         let rel = format!("charts/vouch/files/gatekeeper-{policy}.yaml");
-        let expected = manifests(policy);
+        let expected = manifests(args);
         let actual = std::fs::read(root().join(&rel)).unwrap_or_default();
         if actual != expected {
             let (expected, actual) = (
@@ -171,93 +109,1105 @@ fn gatekeeper_files_are_what_vouch_manifests_prints() {
                 .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
             panic!(
                 "{rel} differs from `vouch manifests` (first at line {}). Regenerate it:\n\
-                 \n    cargo build && target/debug/vouch manifests --failure-policy {policy} \
-                 --namespace __NAMESPACE__ --ca-bundle-value __CA_BUNDLE__ > {rel}\n",
-                line + 1
+                 \n    cargo build && target/debug/vouch manifests {} > {rel}\n",
+                line + 1,
+                args.join(" ")
             );
         }
-    }
-}
-
-#[test]
-fn the_providers_of_the_files_call_the_charts_service() {
-    let objects = objects();
-    let service = object(&objects, "Service", "vouch");
-    let provider_port = service["spec"]["ports"]
-        .as_array()
-        .expect("service ports")
-        .iter()
-        .find(|p| p["name"] == "provider")
-        .expect("a port named provider")["port"]
-        .clone();
-    assert_eq!(provider_port, 8443);
-    for policy in ["open", "closed"] {
-        let text = read(&chart().join(format!("files/gatekeeper-{policy}.yaml")));
-        let docs = documents(&text, "the gatekeeper file");
-        let providers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Provider").collect();
+        // templates/gatekeeper.yaml splits the file on "\n---\n": every document starts
+        // with such a line, and no other line is "---".
+        let text = String::from_utf8_lossy(&actual);
+        assert!(text.starts_with("---\n"), "{rel}");
         assert_eq!(
-            providers.len(),
-            3,
-            "vouch-verify, vouch-mutate and vouch-claims"
+            text.matches("\n---\n").count() + 1,
+            documents(&text, &rel).len(),
+            "{rel}"
         );
-        for p in providers {
-            let url = p["spec"]["url"].as_str().expect("provider url");
-            assert!(
-                url.starts_with("https://vouch.__NAMESPACE__:8443/"),
-                "{url}: the Service vouch in the release namespace, provider port"
-            );
-            assert_eq!(p["spec"]["caBundle"], "__CA_BUNDLE__");
-        }
-        // gatekeeper.yaml splits the file on "\n---\n": every document starts with such a
-        // line, and no other line is "---".
-        assert!(text.starts_with("---\n"));
-        assert_eq!(text.matches("\n---\n").count() + 1, docs.len());
+    }
+    let readme = read(&chart().join("README.md"));
+    for (policy, args) in FILE_ARGS {
+        let command = format!(
+            "target/debug/vouch manifests {} > charts/vouch/files/gatekeeper-{policy}.yaml",
+            args.join(" ")
+        );
+        assert!(
+            readme.contains(&command),
+            "the chart README's regeneration command for {policy} is not `{command}`"
+        );
     }
 }
 
 #[test]
-fn every_template_is_yaml_with_named_objects_once_stubbed() {
-    let objects = objects();
+fn the_chart_lints_clean() {
+    let cases = [
+        json!({}),
+        json!({"failurePolicy": "closed", "gatekeeper": {"mutationWebhookTimeoutSeconds": 2}}),
+        json!({"uniqueServiceSelector": {"enabled": true}, "gatekeeper": {"constraints": "always"}}),
+        json!({"redisUrl": "rediss://redis.example:6380/0", "redisPasswordSecret": "redis"}),
+        json!({"certManager": {"enabled": true}, "serviceMonitor": {"enabled": true}}),
+    ];
+    for (values, report) in cases.iter().zip(helm::lint(&cases)) {
+        assert_eq!(
+            report["errors"],
+            json!([]),
+            "helm lint with {values}: {report}"
+        );
+        // Severity 1 is information ("icon is recommended"); 2 warning, 3 error.
+        let serious: Vec<&Value> = report["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["severity"].as_i64().unwrap_or(3) >= 2)
+            .collect();
+        assert!(serious.is_empty(), "helm lint with {values}: {serious:?}");
+    }
+}
+
+/// Values exercising every documented option at least once.
+fn option_cases() -> Vec<Value> {
+    vec![
+        json!({}),
+        json!({"replicas": 1}),
+        json!({"failurePolicy": "closed", "gatekeeper": {"mutationWebhookTimeoutSeconds": 2}}),
+        json!({"failurePolicy": "closed", "uniqueServiceSelector": {"enabled": true},
+               "gatekeeper": {"webhookTimeoutSeconds": 10, "mutationWebhookTimeoutSeconds": 5,
+                              "constraints": "always"}}),
+        json!({"uniqueServiceSelector": {"enabled": true}, "gatekeeper": {"constraints": "always"}}),
+        json!({"uniqueServiceSelector": {"enabled": true}, "replicas": 1, "redis": {"enabled": false}}),
+        json!({"redis": {"enabled": false}}),
+        json!({"redisUrl": "rediss://redis.example:6380/0", "redisPasswordSecret": "redis",
+               "extraConfig": {"redis": {"timeout": "200ms", "username": "vouch"}}}),
+        json!({"redisUrl": "redis://redis.example:6379/0", "uniqueServiceSelector": {"enabled": true}}),
+        json!({"redis": {"persistence": {"enabled": false}, "maxMemory": "64mb",
+                         "image": {"digest": format!("sha256:{}", "a".repeat(64))}}}),
+        json!({"redis": {"persistence": {"storageClassName": "fast", "size": "5Gi"},
+                         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}}),
+        json!({"certManager": {"enabled": true}, "caBundle": "Q0E="}),
+        json!({"certManager": {"enabled": true, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer",
+                                                            "group": "cert-manager.io"}}}),
+        json!({"serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}}}),
+        json!({"podDisruptionBudget": {"enabled": false}}),
+        json!({"gatekeeper": {"manifests": false}}),
+        json!({"gatekeeper": {"constraints": "never", "caSecretName": "gatekeeper-ca",
+                              "namespace": "gk"}}),
+        json!({"image": {"repository": "registry.example/vouch", "tag": "1.2.3", "pullPolicy": "Always"},
+               "imagePullSecrets": [{"name": "pull"}], "logFormat": "text", "logLevel": "debug",
+               "preStopSleepSeconds": 0, "priorityClassName": "system-cluster-critical",
+               "podAnnotations": {"a": "b"}, "nodeSelector": {"kubernetes.io/os": "linux"},
+               "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+               "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                   "nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}},
+               "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}},
+               "extraVolumes": [{"name": "keys", "secret": {"secretName": "cosign-keys"}}],
+               "extraVolumeMounts": [{"name": "keys", "mountPath": "/etc/vouch/keys", "readOnly": true}],
+               "registries": [{"host": "ghcr.io", "maxConcurrency": 8}],
+               "policies": [{"name": "acme", "scopes": ["ghcr.io/acme/*"],
+                             "verifiers": [{"cosign": {"publicKeys": ["/etc/vouch/keys/acme.pub"]}}]}],
+               "extraConfig": {"deadline": "2s", "limits": {"maxKeys": 256},
+                               "cache": {"verifiedTtl": "5m"}, "claims": {"ttl": "90s"}}}),
+    ]
+}
+
+/// Gatekeeper's published CRD schemas (`../shared/fixtures/gatekeeper`), by (apiVersion,
+/// kind).
+fn gatekeeper_schemas() -> HashMap<(String, String), Value> {
+    let dir = root().join("../shared/fixtures/gatekeeper");
+    let mut schemas = HashMap::new();
+    for file in [
+        "provider-crd.yaml",
+        "constrainttemplate-crd.yaml",
+        "assign-crd.yaml",
+    ] {
+        for crd in documents(&read(&dir.join(file)), file) {
+            let group = crd["spec"]["group"].as_str().unwrap_or_default();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+            for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
+                let api = format!("{group}/{}", version["name"].as_str().unwrap_or_default());
+                schemas.insert(
+                    (api, kind.to_string()),
+                    version["schema"]["openAPIV3Schema"].clone(),
+                );
+            }
+        }
+    }
+    for kind in ["Provider", "ConstraintTemplate", "Assign"] {
+        assert!(
+            schemas.keys().any(|(_, k)| k == kind),
+            "no {kind} schema among the fixtures"
+        );
+    }
+    schemas
+}
+
+/// Problems of one Gatekeeper object: its CRD schema for Providers, ConstraintTemplates and
+/// Assigns; for a Constraint, its parameters against its template's schema (Gatekeeper
+/// generates the Constraint CRD from it) and the shape of the rest; for the SyncSet, its
+/// GVK list (no published CRD among the fixtures).
+fn gatekeeper_problems(
+    obj: &Value,
+    schemas: &HashMap<(String, String), Value>,
+    templates: &[&Value],
+) -> Vec<String> {
+    let api = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    if let Some(schema) = schemas.get(&(api.to_string(), kind.to_string())) {
+        let validator = jsonschema::validator_for(schema).expect("schema compiles");
+        return validator.iter_errors(obj).map(|e| e.to_string()).collect();
+    }
+    let mut problems = Vec::new();
+    match api {
+        "constraints.gatekeeper.sh/v1beta1" => {
+            let template = templates
+                .iter()
+                .find(|t| t["spec"]["crd"]["spec"]["names"]["kind"] == kind);
+            let Some(template) = template else {
+                return vec![format!(
+                    "no ConstraintTemplate for {kind} rendered beside it"
+                )];
+            };
+            let parameters = &obj["spec"]["parameters"];
+            match &template["spec"]["crd"]["spec"]["validation"]["openAPIV3Schema"] {
+                Value::Null => {
+                    if !parameters.is_null() {
+                        problems.push("parameters without a schema".into());
+                    }
+                }
+                schema => {
+                    let validator = jsonschema::validator_for(schema).expect("schema compiles");
+                    problems.extend(validator.iter_errors(parameters).map(|e| e.to_string()));
+                }
+            }
+            if !["deny", "warn", "dryrun"]
+                .contains(&obj["spec"]["enforcementAction"].as_str().unwrap_or(""))
+            {
+                problems.push(format!(
+                    "enforcementAction {}",
+                    obj["spec"]["enforcementAction"]
+                ));
+            }
+            if !obj["spec"]["match"]["kinds"].is_array() {
+                problems.push("match.kinds is not a list".into());
+            }
+        }
+        "syncset.gatekeeper.sh/v1alpha1" if kind == "SyncSet" => {
+            let spec = obj["spec"].as_object().cloned().unwrap_or_default();
+            if spec.keys().collect::<Vec<_>>() != ["gvks"] {
+                problems.push(format!("spec {:?}", spec.keys().collect::<Vec<_>>()));
+            }
+            for gvk in spec
+                .get("gvks")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let fields: BTreeSet<&String> = gvk
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                let want: BTreeSet<String> = ["group", "version", "kind"].map(String::from).into();
+                if fields != want.iter().collect() || !gvk["kind"].is_string() {
+                    problems.push(format!("gvk {gvk}"));
+                }
+            }
+        }
+        _ => problems.push(format!("no schema for {api} {kind}")),
+    }
+    problems
+}
+
+/// Kinds without a Kubernetes API schema, with who checks them instead.
+const GATEKEEPER_APIS: [&str; 5] = [
+    "externaldata.gatekeeper.sh/",
+    "templates.gatekeeper.sh/",
+    "constraints.gatekeeper.sh/",
+    "mutations.gatekeeper.sh/",
+    "syncset.gatekeeper.sh/",
+];
+const OTHER_CRDS: [(&str, &str); 3] = [
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+];
+
+/// Checks every object of one rendering; returns the kinds seen.
+fn check_objects(r: &Rendered, schemas: &HashMap<(String, String), Value>) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    for o in &objects {
-        let key = (o["kind"].to_string(), o["metadata"]["name"].to_string());
-        assert!(seen.insert(key.clone()), "{key:?} is defined twice");
+    let mut names = BTreeSet::new();
+    let templates: Vec<&Value> = r
+        .objects
+        .iter()
+        .map(|o| &o.value)
+        .filter(|o| o["kind"] == "ConstraintTemplate")
+        .collect();
+    for o in &r.objects {
+        let v = &o.value;
+        let (api, kind) = (
+            v["apiVersion"].as_str().unwrap_or_default(),
+            v["kind"].as_str().unwrap_or_default(),
+        );
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(
+            !api.is_empty() && !kind.is_empty() && !name.is_empty(),
+            "{}: an object without apiVersion, kind or name: {v}",
+            o.file
+        );
+        assert!(
+            names.insert((kind.to_string(), name.to_string())),
+            "{kind} {name} rendered twice with {}",
+            r.values
+        );
+        seen.insert(kind.to_string());
+        let versions: BTreeSet<&str> = o.kubernetes.keys().map(String::as_str).collect();
+        assert_eq!(versions, helm::KUBE_VERSIONS.into());
+        let gatekeeper = GATEKEEPER_APIS.iter().any(|p| api.starts_with(p));
+        if gatekeeper || OTHER_CRDS.contains(&(api, kind)) {
+            for (version, outcome) in &o.kubernetes {
+                assert_eq!(outcome, "no-schema", "{kind} {name} on {version}");
+            }
+        } else {
+            for (version, outcome) in &o.kubernetes {
+                assert_eq!(
+                    outcome, "ok",
+                    "{kind} {name} ({}) does not validate against Kubernetes {version} with values {}",
+                    o.file, r.values
+                );
+            }
+        }
+        if gatekeeper {
+            let problems = gatekeeper_problems(v, schemas, &templates);
+            assert!(
+                problems.is_empty(),
+                "{kind} {name} with values {}: {problems:?}",
+                r.values
+            );
+        }
+    }
+    seen
+}
+
+#[test]
+fn every_documented_option_renders_valid_kubernetes_and_gatekeeper_objects() {
+    let schemas = gatekeeper_schemas();
+    let cases = option_cases();
+    let mut kinds = BTreeSet::new();
+    for (values, result) in cases.iter().zip(render_all(&cases)) {
+        let r = result.unwrap_or_else(|e| panic!("the chart does not render with {values}: {e}"));
+        kinds.extend(check_objects(&r, &schemas));
     }
     for kind in [
+        "ConfigMap",
         "Deployment",
         "Service",
-        "ConfigMap",
         "Secret",
+        "PodDisruptionBudget",
+        "StatefulSet",
+        "NetworkPolicy",
+        "ServiceMonitor",
         "Issuer",
         "Certificate",
-        "PodDisruptionBudget",
-        "ServiceMonitor",
+        "Provider",
+        "ConstraintTemplate",
+        "VouchVerification",
+        "VouchSystemError",
+        "VouchUniqueServiceSelector",
+        "SyncSet",
+        "Assign",
     ] {
+        assert!(kinds.contains(kind), "no case renders a {kind}: {kinds:?}");
+    }
+}
+
+/// The checks above can fail: a field Kubernetes does not know, and a Gatekeeper object off
+/// its schema, are reported.
+#[test]
+fn the_schema_checks_catch_a_broken_object() {
+    let r = render(json!({"resources": {"requests": {"cpu": "100m"}, "cpus": 2}}));
+    let deployment = r
+        .objects
+        .iter()
+        .find(|o| o.value["kind"] == "Deployment")
+        .expect("a Deployment");
+    for version in helm::KUBE_VERSIONS {
+        let outcome = &deployment.kubernetes[version];
         assert!(
-            objects.iter().any(|o| o["kind"] == kind),
-            "no {kind} in the templates"
+            outcome.starts_with("invalid: ") && outcome.contains("cpus"),
+            "{version}: {outcome}"
         );
     }
-    for file in ["Chart.yaml", "values.yaml"] {
-        let docs = documents(&stub(&read(&chart().join(file))), file);
-        assert!(docs.iter().any(|d| d.is_object()), "{file}: no mapping");
+    let schemas = gatekeeper_schemas();
+    let mut provider = r.object("Provider", "vouch-verify").clone();
+    provider["spec"]["timeout"] = json!("3s");
+    assert!(!gatekeeper_problems(&provider, &schemas, &[]).is_empty());
+    let mut constraint = json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1",
+        "kind": "VouchUniqueServiceSelector", "metadata": {"name": "x"},
+        "spec": {"enforcementAction": "deny", "match": {"kinds": []},
+                 "parameters": {"allowOnSystemError": "yes"}}});
+    let rendered = render(helm::with_uniqueness());
+    let template = rendered.object("ConstraintTemplate", "vouchuniqueserviceselector");
+    assert!(!gatekeeper_problems(&constraint, &schemas, &[template]).is_empty());
+    constraint["spec"]["parameters"]["allowOnSystemError"] = json!(true);
+    assert_eq!(
+        gatekeeper_problems(&constraint, &schemas, &[template]),
+        Vec::<String>::new()
+    );
+}
+
+/// The caBundle the chart generated (ca.crt of Secret vouch-tls, base64 as stored).
+fn generated_ca_bundle(r: &Rendered) -> String {
+    r.object("Secret", "vouch-tls")["data"]["ca.crt"]
+        .as_str()
+        .expect("ca.crt")
+        .to_string()
+}
+
+#[test]
+fn the_charts_gatekeeper_objects_are_what_vouch_manifests_prints_for_the_same_values() {
+    let mut cases = Vec::new();
+    let mut args = Vec::new();
+    for policy in ["open", "closed"] {
+        for unique in [false, true] {
+            for (validating, mutating) in [(3, 1), (3, 2), (5, 3), (30, 30)] {
+                if policy == "closed" && mutating < 2 {
+                    continue;
+                }
+                for constraints in ["always", "auto"] {
+                    cases.push(json!({
+                        "failurePolicy": policy,
+                        "uniqueServiceSelector": {"enabled": unique},
+                        "gatekeeper": {"webhookTimeoutSeconds": validating,
+                                       "mutationWebhookTimeoutSeconds": mutating,
+                                       "constraints": constraints},
+                    }));
+                    let mut a = vec![
+                        "--failure-policy".to_string(),
+                        policy.into(),
+                        "--webhook-timeout".into(),
+                        format!("{validating}s"),
+                        "--mutation-webhook-timeout".into(),
+                        format!("{mutating}s"),
+                        "--namespace".into(),
+                        NAMESPACE.into(),
+                    ];
+                    if unique {
+                        a.push("--unique-service-selector".into());
+                    }
+                    args.push((a, constraints == "always"));
+                }
+            }
+        }
     }
-    let chart_yaml = documents(&read(&chart().join("Chart.yaml")), "Chart.yaml");
-    assert_eq!(chart_yaml[0]["apiVersion"], "v2");
-    assert_eq!(chart_yaml[0]["name"], "vouch");
-    for file in ["templates/NOTES.txt", "templates/_helpers.tpl", "README.md"] {
-        assert!(
-            chart().join(file).is_file(),
-            "charts/vouch/{file} is missing"
+    for ((values, result), (mut a, with_constraints)) in
+        cases.iter().zip(render_all(&cases)).zip(args)
+    {
+        let r = result.unwrap_or_else(|e| panic!("{values}: {e}"));
+        a.extend(["--ca-bundle-value".to_string(), generated_ca_bundle(&r)]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let expected: Vec<Value> = documents(
+            &String::from_utf8(manifests(&a)).expect("utf-8"),
+            "vouch manifests",
+        )
+        .into_iter()
+        .filter(|o| with_constraints || o["apiVersion"] != "constraints.gatekeeper.sh/v1beta1")
+        .collect();
+        let actual = r.gatekeeper();
+        let names = |objs: &[Value]| -> Vec<String> {
+            objs.iter()
+                .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+                .collect()
+        };
+        assert_eq!(
+            names(&actual),
+            names(&expected),
+            "the objects rendered with {values} are not those of `vouch manifests {}`",
+            a.join(" ")
         );
+        for (got, want) in actual.iter().zip(&expected) {
+            assert_eq!(
+                got,
+                want,
+                "rendered with {values} vs `vouch manifests {}`",
+                a.join(" ")
+            );
+        }
+    }
+}
+
+/// A rendered config made runnable here: TLS files and the Redis password file (which must
+/// be where the Deployment mounts them) replaced by stand-in files in `dir`.
+fn local_config(r: &Rendered, dir: &Path) -> (PathBuf, Value) {
+    let mut config = r.config();
+    let c = r.container("Deployment", "vouch");
+    let mounts: Vec<String> = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| m["mountPath"].as_str().expect("mountPath").to_string())
+        .collect();
+    let mut files = vec![
+        ("/tls/certFile", "/etc/vouch/tls"),
+        ("/tls/keyFile", "/etc/vouch/tls"),
+        ("/tls/clientCAFile", "/etc/vouch/gatekeeper"),
+    ];
+    if config.pointer("/redis/passwordFile").is_some() {
+        files.push(("/redis/passwordFile", "/etc/vouch/redis"));
+    }
+    for (pointer, mount) in files {
+        let path = config
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no {pointer} in the config"))
+            .to_string();
+        let file = path
+            .strip_prefix(&format!("{mount}/"))
+            .unwrap_or_else(|| panic!("{pointer} {path} is not under {mount}"));
+        assert!(mounts.iter().any(|m| m == mount), "{mount} is not mounted");
+        let local = dir.join(file);
+        std::fs::write(&local, "").expect("write a stand-in file");
+        *config.pointer_mut(pointer).expect("pointer") = json!(local);
+    }
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+    (path, config)
+}
+
+/// `vouch manifests --config` checks the config's deadlines against the Providers'
+/// timeouts; its exit status and stderr.
+fn manifests_accept(config: &Path, args: &[String]) -> (bool, String) {
+    let out = Command::new(VOUCH)
+        .arg("manifests")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .args(["--ca-bundle-value", "Q0E="])
+        .output()
+        .expect("run vouch manifests");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The Providers' timeouts, by name.
+fn provider_timeouts(objects: &[Value]) -> BTreeMap<String, Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Provider")
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().expect("name").to_string(),
+                o["spec"]["timeout"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `vouch manifests` with the uniqueness policy and these webhook timeouts: its
+/// Providers' timeouts, or its refusal.
+fn binary_provider_timeouts(
+    policy: &str,
+    validating: u64,
+    mutating: u64,
+) -> Result<BTreeMap<String, Value>, String> {
+    let out = Command::new(VOUCH)
+        .args([
+            "manifests",
+            "--failure-policy",
+            policy,
+            "--unique-service-selector",
+        ])
+        .args(["--webhook-timeout", &format!("{validating}s")])
+        .args(["--mutation-webhook-timeout", &format!("{mutating}s")])
+        .args(["--namespace", NAMESPACE, "--ca-bundle-value", "Q0E="])
+        .output()
+        .expect("run vouch manifests");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    Ok(provider_timeouts(&documents(&text, "vouch manifests")))
+}
+
+fn seconds(v: &Value) -> u64 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("{v} is not whole seconds"))
+}
+
+#[test]
+fn closed_mode_times_out_inside_gatekeepers_webhooks() {
+    // Over a grid of Gatekeeper webhook timeouts, the chart renders closed mode exactly when
+    // `vouch manifests` accepts it, with the same Provider timeouts, each inside its
+    // webhook; vouch's deadlines are 500 ms under them, which `vouch manifests --config`
+    // accepts and 1 ms more it does not; what the binary refuses the chart refuses too, in
+    // one line naming the value to raise.
+    let grid: Vec<(u64, u64)> = [1, 2, 3, 4, 5, 7, 30]
+        .into_iter()
+        .flat_map(|v| [1, 2, 3, 5].map(|m| (v, m)))
+        .collect();
+    let cases: Vec<Value> = grid
+        .iter()
+        .map(|(v, m)| {
+            json!({"failurePolicy": "closed", "uniqueServiceSelector": {"enabled": true},
+                   "gatekeeper": {"webhookTimeoutSeconds": v, "mutationWebhookTimeoutSeconds": m}})
+        })
+        .collect();
+    let (mut accepted, mut refused) = (0, 0);
+    for ((&(v, m), values), chart) in grid.iter().zip(&cases).zip(render_all(&cases)) {
+        match (binary_provider_timeouts("closed", v, m), chart) {
+            (Ok(want), Ok(r)) => {
+                accepted += 1;
+                let got = provider_timeouts(
+                    &r.objects
+                        .iter()
+                        .map(|o| o.value.clone())
+                        .collect::<Vec<_>>(),
+                );
+                assert_eq!(got, want, "{values}");
+                let (verify, mutate) =
+                    (seconds(&got["vouch-verify"]), seconds(&got["vouch-mutate"]));
+                assert!(
+                    verify < v && seconds(&got["vouch-claims"]) < v && mutate < m,
+                    "{got:?} not inside ({v}, {m})"
+                );
+                let config = r.config();
+                let (d, md) = (
+                    format!("{}ms", verify * 1000 - 500),
+                    format!("{}ms", mutate * 1000 - 500),
+                );
+                assert_eq!(
+                    (&config["deadline"], &config["mutateDeadline"]),
+                    (&json!(d), &json!(md)),
+                    "{values}"
+                );
+                let dir = tempfile::tempdir().expect("tempdir");
+                let (path, mut config) = local_config(&r, dir.path());
+                let args: Vec<String> = [
+                    "--failure-policy".to_string(),
+                    "closed".into(),
+                    "--webhook-timeout".into(),
+                    format!("{v}s"),
+                    "--mutation-webhook-timeout".into(),
+                    format!("{m}s"),
+                ]
+                .into();
+                let (ok, stderr) = manifests_accept(&path, &args);
+                assert!(
+                    ok,
+                    "vouch manifests --config refuses the config rendered with {values}: {stderr}"
+                );
+                let over = humantime::parse_duration(&d).expect("duration")
+                    + std::time::Duration::from_millis(1);
+                config["deadline"] = json!(humantime::format_duration(over).to_string());
+                std::fs::write(&path, serde_json::to_string(&config).expect("json"))
+                    .expect("write");
+                let (ok, stderr) = manifests_accept(&path, &args);
+                assert!(!ok && stderr.contains("deadline"), "{stderr}");
+                let notes = r.notes();
+                for line in [
+                    "validatingWebhookFailurePolicy: Fail".to_string(),
+                    "mutatingWebhookFailurePolicy: Fail".into(),
+                    format!("validatingWebhookTimeoutSeconds: {v}"),
+                    format!("mutatingWebhookTimeoutSeconds: {m}"),
+                ] {
+                    assert!(
+                        notes.contains(&line),
+                        "NOTES.txt does not say {line}:\n{notes}"
+                    );
+                }
+            }
+            (Err(why), Err(e)) => {
+                refused += 1;
+                assert!(!e.contains('\n'), "not one line: {e}");
+                let value = if why.contains("validating webhook") {
+                    "gatekeeper.webhookTimeoutSeconds"
+                } else {
+                    "gatekeeper.mutationWebhookTimeoutSeconds"
+                };
+                assert!(
+                    e.contains(value) && e.contains("at least"),
+                    "({v}, {m}): {e:?} vs the binary's {why:?}"
+                );
+            }
+            (Ok(want), Err(e)) => {
+                panic!("({v}, {m}): vouch manifests prints {want:?}, the chart refuses: {e}")
+            }
+            (Err(why), Ok(_)) => {
+                panic!("({v}, {m}): vouch manifests refuses ({why}), the chart renders")
+            }
+        }
+    }
+    assert!(
+        accepted >= 5 && refused >= 5,
+        "{accepted} accepted, {refused} refused"
+    );
+    // Gatekeeper's own defaults (3 s, 1 s) do not allow closed mode.
+    let e = refusal(json!({"failurePolicy": "closed"}));
+    assert!(
+        e.contains("gatekeeper.mutationWebhookTimeoutSeconds")
+            && e.contains("mutatingWebhookTimeoutSeconds"),
+        "{e}"
+    );
+
+    // Open: the Providers wait as long as the webhooks (as the binary says); vouch keeps its
+    // own deadlines.
+    for (v, m) in [(3, 1), (5, 2)] {
+        let r = render(
+            json!({"gatekeeper": {"webhookTimeoutSeconds": v, "mutationWebhookTimeoutSeconds": m},
+                              "uniqueServiceSelector": {"enabled": true}}),
+        );
+        let got = provider_timeouts(
+            &r.objects
+                .iter()
+                .map(|o| o.value.clone())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(Ok(got.clone()), binary_provider_timeouts("open", v, m));
+        assert_eq!(
+            (seconds(&got["vouch-verify"]), seconds(&got["vouch-mutate"])),
+            (v, m)
+        );
+        let config = r.config();
+        assert!(config.get("deadline").is_none() && config.get("mutateDeadline").is_none());
+        assert!(!r.notes().contains("WebhookFailurePolicy"));
+    }
+
+    // Deadlines given in extraConfig are kept when they fit under the Providers, refused
+    // when not. With 7 s and 2 s webhooks: vouch-verify 3 s, vouch-mutate 1 s.
+    let closed = |extra: Value| {
+        json!({"failurePolicy": "closed", "extraConfig": extra,
+               "gatekeeper": {"webhookTimeoutSeconds": 7, "mutationWebhookTimeoutSeconds": 2}})
+    };
+    let r = render(closed(
+        json!({"deadline": "2s 500ms", "mutateDeadline": "400ms"}),
+    ));
+    let config = r.config();
+    assert_eq!(
+        (config["deadline"].clone(), config["mutateDeadline"].clone()),
+        (json!("2s 500ms"), json!("400ms"))
+    );
+    let refused = [
+        (
+            closed(json!({"deadline": "2501ms"})),
+            ["extraConfig.deadline", "at most 2500ms"].as_slice(),
+        ),
+        (
+            closed(json!({"mutateDeadline": "1s"})),
+            &["extraConfig.mutateDeadline", "at most 500ms"],
+        ),
+        (
+            closed(json!({"deadline": "soon"})),
+            &["extraConfig.deadline", "not a duration"],
+        ),
+        (
+            json!({"gatekeeper": {"webhookTimeoutSeconds": 2.5}}),
+            &["gatekeeper.webhookTimeoutSeconds", "whole number"],
+        ),
+        (
+            json!({"gatekeeper": {"mutationWebhookTimeoutSeconds": 0}}),
+            &["gatekeeper.mutationWebhookTimeoutSeconds", "whole number"],
+        ),
+        (
+            json!({"gatekeeper": {"webhookTimeoutSeconds": 31}}),
+            &["gatekeeper.webhookTimeoutSeconds", "whole number"],
+        ),
+        (
+            json!({"failurePolicy": "sometimes"}),
+            &["failurePolicy must be open or closed"],
+        ),
+    ];
+    let cases: Vec<Value> = refused.iter().map(|(v, _)| v.clone()).collect();
+    for (result, (values, reasons)) in render_all(&cases).into_iter().zip(&refused) {
+        let Err(e) = result else {
+            panic!("the chart renders with {values}, which it must refuse");
+        };
+        assert!(!e.contains('\n'), "not one line: {e}");
+        for reason in *reasons {
+            assert!(
+                e.contains(reason),
+                "{values}: {e:?} does not say {reason:?}"
+            );
+        }
     }
 }
 
 #[test]
-fn the_stub_cuts_actions_and_control_lines() {
-    let template = "a: {{ .Values.a }}\n{{- if .x }}\nb:\n  {{- toYaml .y | nindent 2 }}\n\
-                    {{- end }}\nc: \"{{ .c }}-{{ .d }}\"\n{{/* a\ncomment */}}\n";
-    assert_eq!(stub(template), "a: stub\nb:\nc: \"stub-stub\"\n");
+fn the_charts_redis_is_persistent_locked_down_and_only_reachable_by_vouch() {
+    let values = values();
+    let r = render(json!({}));
+    let sts = r.object("StatefulSet", "vouch-redis");
+    assert_eq!(sts["spec"]["replicas"], 1, "one writer");
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = r.container("StatefulSet", "vouch-redis");
+    let tag = values["redis"]["image"]["tag"]
+        .as_str()
+        .expect("redis.image.tag");
+    assert!(
+        !tag.is_empty()
+            && tag != "latest"
+            && tag.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "redis.image.tag {tag:?} is not a pinned version"
+    );
+    assert_eq!(
+        values["redis"]["image"]["repository"], "redis",
+        "the official image"
+    );
+    assert_eq!(c["image"], format!("redis:{tag}"));
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let pinned = render(json!({"redis": {"image": {"digest": digest}}}));
+    assert_eq!(
+        pinned.container("StatefulSet", "vouch-redis")["image"],
+        format!("redis:{tag}@{digest}")
+    );
+
+    // Non-root and locked down, with resources and probes that authenticate.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        pod["securityContext"]["runAsUser"]
+            .as_i64()
+            .is_some_and(|u| u > 0)
+    );
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    for resource in ["cpu", "memory"] {
+        assert!(
+            c["resources"]["requests"][resource].is_string(),
+            "request {resource}"
+        );
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let command = c[probe]["exec"]["command"].to_string();
+        assert!(
+            command.contains("redis-cli") && command.contains("ping"),
+            "{probe}: {command}"
+        );
+    }
+    let auth_env = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "REDISCLI_AUTH")
+        .expect("REDISCLI_AUTH for the probes");
+    assert_eq!(
+        auth_env["valueFrom"]["secretKeyRef"],
+        json!({"name": "vouch-redis", "key": "password"})
+    );
+    assert_eq!(
+        c["args"],
+        json!(["redis-server", "/etc/redis/redis.conf"]),
+        "no password on the command line"
+    );
+
+    // AOF with fsync on every write, no eviction, the password from the Secret.
+    let conf = r.object("ConfigMap", "vouch-redis")["data"]["redis.conf"]
+        .as_str()
+        .expect("redis.conf");
+    let directives: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for line in [
+        "appendonly yes",
+        "appendfsync always",
+        "maxmemory-policy noeviction",
+        "dir /data",
+        "port 6379",
+        "include /etc/redis/auth/auth.conf",
+    ] {
+        assert!(
+            directives.contains(&line),
+            "redis.conf lacks `{line}`:\n{conf}"
+        );
+    }
+    let password = r.secret("vouch-redis", "password");
+    assert!(
+        password.len() >= 32 && password.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{password:?}"
+    );
+    assert_eq!(
+        r.secret("vouch-redis", "auth.conf"),
+        format!("requirepass {password}\n")
+    );
+    assert_ne!(
+        password,
+        render(json!({})).secret("vouch-redis", "password"),
+        "generated per install"
+    );
+    // Kept across upgrades: the template reads the installed Secret back (as vouch-tls).
+    assert!(
+        read(&chart().join("templates/redis.yaml"))
+            .contains(r#"lookup "v1" "Secret" .Release.Namespace "vouch-redis""#)
+    );
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    let data = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/data")
+        .expect("/data mounted");
+    let claim = sts["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .expect("volumeClaimTemplates");
+    assert_eq!(claim[0]["metadata"]["name"], data["name"]);
+    assert_eq!(
+        claim[0]["spec"]["resources"]["requests"]["storage"],
+        values["redis"]["persistence"]["size"]
+    );
+
+    // The Service, and the NetworkPolicy admitting only vouch's pods on 6379.
+    let svc = r.object("Service", "vouch-redis");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 6379);
+    let redis_labels = &sts["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&svc["spec"]["selector"], redis_labels);
+    let vouch_labels = &r.object("Deployment", "vouch")["spec"]["template"]["metadata"]["labels"];
+    assert_ne!(redis_labels, vouch_labels);
+    assert_ne!(
+        redis_labels["app.kubernetes.io/name"], vouch_labels["app.kubernetes.io/name"],
+        "the vouch Service must not select Redis"
+    );
+    let np = r.object("NetworkPolicy", "vouch-redis");
+    assert_eq!(np["spec"]["podSelector"]["matchLabels"], *redis_labels);
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{"from": [{"podSelector": {"matchLabels": vouch_labels}}], "ports": [{"port": 6379, "protocol": "TCP"}]}])
+    );
+
+    // vouch's config points at it, with the password mounted where the config says.
+    let config = r.config();
+    assert_eq!(
+        config["redis"],
+        json!({"url": format!("redis://vouch-redis.{NAMESPACE}.svc:6379/0"), "passwordFile": "/etc/vouch/redis/password"})
+    );
+    assert!(
+        config.get("claims").is_none(),
+        "no claims store without the uniqueness policy"
+    );
+    assert_password_mount(&r, "vouch-redis");
+
+    // Without persistence: an emptyDir.
+    let r = render(json!({"redis": {"persistence": {"enabled": false}}}));
+    let sts = r.object("StatefulSet", "vouch-redis");
+    assert!(sts["spec"].get("volumeClaimTemplates").is_none());
+    let data = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "data")
+        .expect("data volume")
+        .clone();
+    assert!(data["emptyDir"].is_object());
+
+    // redis.enabled false, or redisUrl: no Redis of the chart's.
+    for (values, redis) in [
+        (json!({"redis": {"enabled": false}}), Value::Null),
+        (
+            json!({"redisUrl": "rediss://r.example:6380/2"}),
+            json!({"url": "rediss://r.example:6380/2"}),
+        ),
+        (
+            json!({"redisUrl": "redis://r.example:6379/0", "redisPasswordSecret": "r-pass"}),
+            json!({"url": "redis://r.example:6379/0", "passwordFile": "/etc/vouch/redis/password"}),
+        ),
+    ] {
+        let r = render(values.clone());
+        let leftovers: Vec<String> = r
+            .names()
+            .into_iter()
+            .filter(|n| n.ends_with("/vouch-redis"))
+            .collect();
+        assert!(leftovers.is_empty(), "{values}: {leftovers:?}");
+        assert_eq!(
+            r.config().get("redis").cloned().unwrap_or(Value::Null),
+            redis,
+            "{values}"
+        );
+        match values["redisPasswordSecret"].as_str() {
+            Some(secret) => assert_password_mount(&r, secret),
+            None => {
+                let pod = &r.object("Deployment", "vouch")["spec"]["template"]["spec"];
+                assert!(
+                    !pod["volumes"].to_string().contains("redis"),
+                    "{values}: {pod}"
+                );
+            }
+        }
+    }
+    let e = refusal(json!({"redisPasswordSecret": "r-pass"}));
+    assert!(
+        e.contains("redisPasswordSecret is only used with redisUrl"),
+        "{e}"
+    );
+    for (values, field) in [
+        (
+            json!({"extraConfig": {"redis": {"url": "redis://x"}}}),
+            "extraConfig.redis.url",
+        ),
+        (
+            json!({"extraConfig": {"cache": {"redisUrl": "redis://x"}}}),
+            "extraConfig.cache.redisUrl",
+        ),
+        (
+            json!({"extraConfig": {"redis": {"passwordFile": "/x"}}}),
+            "extraConfig.redis.passwordFile",
+        ),
+        (json!({"extraConfig": {"tls": {}}}), "extraConfig.tls"),
+    ] {
+        let e = refusal(values);
+        assert!(e.contains(field) && !e.contains('\n'), "{e}");
+    }
+}
+
+/// The vouch Deployment mounts key `password` of Secret `secret` at
+/// /etc/vouch/redis/password, not optional.
+fn assert_password_mount(r: &Rendered, secret: &str) {
+    let pod = &r.object("Deployment", "vouch")["spec"]["template"]["spec"];
+    let mount = r.container("Deployment", "vouch")["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/vouch/redis")
+        .expect("the Redis password mounted at /etc/vouch/redis")
+        .clone();
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("its volume")
+        .clone();
+    assert_eq!(volume["secret"]["secretName"], secret);
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "password", "path": "password"}])
+    );
+    assert!(volume["secret"].get("optional").is_none_or(|o| o == false));
+}
+
+const UNIQUENESS: [&str; 4] = [
+    "Provider/vouch-claims",
+    "ConstraintTemplate/vouchuniqueserviceselector",
+    "VouchUniqueServiceSelector/vouch-unique-service-selector",
+    "SyncSet/vouch-services",
+];
+
+#[test]
+fn the_uniqueness_policy_is_opt_in_and_its_claims_are_shared() {
+    let uniqueness = |r: &Rendered| -> Vec<String> {
+        r.names()
+            .into_iter()
+            .filter(|n| UNIQUENESS.contains(&n.as_str()))
+            .collect()
+    };
+    let off = render(json!({"gatekeeper": {"constraints": "always"}}));
+    assert_eq!(uniqueness(&off), Vec::<String>::new());
+    assert!(
+        off.notes().contains("Uniqueness policy: not installed"),
+        "{}",
+        off.notes()
+    );
+    assert!(off.config().get("claims").is_none());
+
+    for policy in ["open", "closed"] {
+        let on = render(
+            json!({"uniqueServiceSelector": {"enabled": true}, "failurePolicy": policy,
+            "gatekeeper": {"constraints": "always", "mutationWebhookTimeoutSeconds": 2}}),
+        );
+        assert_eq!(uniqueness(&on), UNIQUENESS, "{policy}");
+        assert!(
+            on.notes().contains("Uniqueness policy: installed"),
+            "{}",
+            on.notes()
+        );
+        let constraint = on.object(
+            "VouchUniqueServiceSelector",
+            "vouch-unique-service-selector",
+        );
+        assert_eq!(
+            constraint["spec"]["parameters"]["allowOnSystemError"],
+            policy == "open",
+            "{policy}"
+        );
+        assert_eq!(on.config()["claims"], json!({"store": "redis"}));
+    }
+
+    // Claims in the external Redis, with extraConfig's other claims settings kept.
+    let r = render(
+        json!({"uniqueServiceSelector": {"enabled": true}, "redisUrl": "redis://r.example:6379/0",
+                          "extraConfig": {"claims": {"ttl": "90s"}}}),
+    );
+    assert_eq!(
+        r.config()["claims"],
+        json!({"store": "redis", "ttl": "90s"})
+    );
+    // One replica may keep its claims in memory.
+    let r = render(
+        json!({"uniqueServiceSelector": {"enabled": true}, "replicas": 1, "redis": {"enabled": false}}),
+    );
+    assert!(r.config().get("claims").is_none() && r.config().get("redis").is_none());
+    // Several replicas without a shared Redis: refused, with the reason.
+    for values in [
+        json!({"uniqueServiceSelector": {"enabled": true}, "replicas": 2, "redis": {"enabled": false}}),
+        json!({"uniqueServiceSelector": {"enabled": true}, "replicas": 3, "redis": {"enabled": false}, "redisUrl": ""}),
+    ] {
+        let e = refusal(values.clone());
+        assert!(
+            e.contains("uniqueServiceSelector.enabled")
+                && e.contains("needs a Redis shared by them")
+                && !e.contains('\n'),
+            "{values}: {e}"
+        );
+    }
+    // Sentinels given in extraConfig are a shared Redis too.
+    let r = render(
+        json!({"uniqueServiceSelector": {"enabled": true}, "redis": {"enabled": false},
+        "extraConfig": {"redis": {"sentinel": {"masterName": "m", "addresses": ["s1:26379"]}}}}),
+    );
+    assert_eq!(r.config()["claims"]["store"], "redis");
+    let e = refusal(
+        json!({"uniqueServiceSelector": {"enabled": true}, "extraConfig": {"claims": {"store": "memory"}}}),
+    );
+    assert!(e.contains("extraConfig.claims.store"), "{e}");
+}
+
+#[test]
+fn the_rendered_configs_pass_vouch_config_check() {
+    let cases = option_cases();
+    for (values, result) in cases.iter().zip(render_all(&cases)) {
+        let r = result.unwrap_or_else(|e| panic!("{values}: {e}"));
+        let config = r.config();
+        assert_eq!(
+            config["listen"], "0.0.0.0:8443",
+            "the Service's provider port"
+        );
+        assert_eq!(
+            config["opsListen"], "0.0.0.0:9090",
+            "the probes' and Service's ops port"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Files the values name (cosign keys) are not here; vouch config check reports
+        // them, so only the cases without any are checked in full.
+        if r.config_text().contains("/etc/vouch/keys/") {
+            continue;
+        }
+        let (path, config) = local_config(&r, dir.path());
+        let out = Command::new(VOUCH)
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .expect("run vouch config check");
+        assert!(
+            out.status.success(),
+            "vouch config check rejects the config rendered with {values}:\n{}{}\n{config:#}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `.Values.a.b` paths a text reads (identifier characters after `.Values.`).
@@ -316,35 +1266,29 @@ fn every_value_read_exists_and_is_documented_and_every_value_is_read() {
     }
     assert_eq!(values["replicas"], 2);
     assert_eq!(values["failurePolicy"], "open");
+    assert_eq!(values["uniqueServiceSelector"]["enabled"], false);
+    assert_eq!(values["redis"]["enabled"], true);
+    assert_eq!(
+        values["gatekeeper"]["webhookTimeoutSeconds"], 3,
+        "Gatekeeper's default"
+    );
+    assert_eq!(
+        values["gatekeeper"]["mutationWebhookTimeoutSeconds"], 1,
+        "Gatekeeper's default"
+    );
     assert_eq!(
         values["gatekeeper"]["caSecretName"],
         "gatekeeper-webhook-server-cert"
     );
     assert_eq!(values["certManager"]["enabled"], false);
     assert_eq!(values["serviceMonitor"]["enabled"], false);
-    for policy in ["open", "closed"] {
-        assert!(
-            chart()
-                .join(format!("files/gatekeeper-{policy}.yaml"))
-                .is_file()
-        );
-    }
-}
-
-fn container(objects: &[Value]) -> &Value {
-    let deployment = object(objects, "Deployment", "vouch");
-    let containers = deployment["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers");
-    assert_eq!(containers.len(), 1, "one container");
-    &containers[0]
 }
 
 #[test]
 fn the_deployment_runs_vouch_locked_down_and_probed_on_the_ops_port() {
-    let objects = objects();
-    let pod = &object(&objects, "Deployment", "vouch")["spec"]["template"]["spec"];
-    let c = container(&objects);
+    let r = render(json!({}));
+    let pod = &r.object("Deployment", "vouch")["spec"]["template"]["spec"];
+    let c = r.container("Deployment", "vouch");
     assert_eq!(
         pod["securityContext"]["runAsNonRoot"], true,
         "pod runAsNonRoot"
@@ -368,13 +1312,16 @@ fn the_deployment_runs_vouch_locked_down_and_probed_on_the_ops_port() {
         assert_eq!(c[probe]["httpGet"]["port"], 9090, "{probe}");
     }
     assert_eq!(
-        c["args"].as_array().expect("args")[..3],
-        [
-            json!("serve"),
-            json!("--config"),
-            json!("/etc/vouch/config.yaml")
-        ]
+        c["args"],
+        json!([
+            "serve",
+            "--config",
+            "/etc/vouch/config.yaml",
+            "--log-format",
+            "json"
+        ])
     );
+    assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
     let ports: Vec<(Value, Value)> = c["ports"]
         .as_array()
         .expect("container ports")
@@ -391,6 +1338,20 @@ fn the_deployment_runs_vouch_locked_down_and_probed_on_the_ops_port() {
     let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         [0]["podAffinityTerm"];
     assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        anti["labelSelector"]["matchLabels"],
+        r.object("Deployment", "vouch")["spec"]["selector"]["matchLabels"]
+    );
+    // The config's checksum rolls the pods when it changes.
+    let checksum = |r: &Rendered| {
+        r.object("Deployment", "vouch")["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone()
+    };
+    assert_ne!(
+        checksum(&r),
+        checksum(&render(
+            json!({"logLevel": "debug", "extraConfig": {"deadline": "2s"}})
+        ))
+    );
 
     // Mounts: config file, serving certificate, Gatekeeper's CA (ca.crt only), /tmp.
     let volume = |name: &str| {
@@ -424,22 +1385,45 @@ fn the_deployment_runs_vouch_locked_down_and_probed_on_the_ops_port() {
             .as_str()
             .expect("name"),
     );
-    assert_eq!(
-        gk["secret"]["secretName"], "stub",
-        "from gatekeeper.caSecretName"
-    );
+    assert_eq!(gk["secret"]["secretName"], "gatekeeper-webhook-server-cert");
     assert_eq!(
         gk["secret"]["items"],
         json!([{"key": "ca.crt", "path": "ca.crt"}])
     );
     let tmp = volume(mount("/tmp")["name"].as_str().expect("name"));
     assert!(tmp["emptyDir"].is_object(), "/tmp is an emptyDir");
+    let r = render(json!({"gatekeeper": {"caSecretName": "gatekeeper-ca"}}));
+    let pod = &r.object("Deployment", "vouch")["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .to_string()
+            .contains(r#""secretName":"gatekeeper-ca""#)
+    );
+}
+
+/// The DNS names of the first certificate of a PEM bundle.
+fn dns_names(pem: &str) -> Vec<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+    let cert = pem.parse_x509().expect("X.509");
+    cert.subject_alternative_name()
+        .expect("SAN extension")
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
-fn the_service_is_vouch_on_8443_and_9090_and_the_certificates_name_it() {
-    let objects = objects();
-    let service = object(&objects, "Service", "vouch");
+fn the_service_is_vouch_on_8443_and_9090_and_the_certificates_and_providers_name_it() {
+    let r = render(json!({"uniqueServiceSelector": {"enabled": true}}));
+    let service = r.object("Service", "vouch");
     let ports: Vec<(Value, Value, Value)> = service["spec"]["ports"]
         .as_array()
         .expect("service ports")
@@ -459,97 +1443,117 @@ fn the_service_is_vouch_on_8443_and_9090_and_the_certificates_name_it() {
             (json!("ops"), json!(9090), json!("ops")),
         ]
     );
-    let secret = object(&objects, "Secret", "vouch-tls");
-    for key in ["ca.crt", "tls.crt", "tls.key"] {
-        assert!(
-            secret["data"].get(key).is_some(),
-            "generated Secret has {key}"
+    assert_eq!(
+        service["spec"]["selector"],
+        r.object("Deployment", "vouch")["spec"]["selector"]["matchLabels"]
+    );
+    let names = [
+        "vouch".to_string(),
+        format!("vouch.{NAMESPACE}"),
+        format!("vouch.{NAMESPACE}.svc"),
+    ];
+    let ca = generated_ca_bundle(&r);
+    assert_eq!(dns_names(&r.secret("vouch-tls", "tls.crt")), names);
+    assert!(
+        r.secret("vouch-tls", "ca.crt")
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(r.secret("vouch-tls", "tls.key").contains("PRIVATE KEY"));
+    for (provider, path) in [
+        ("vouch-verify", "/v1/verify"),
+        ("vouch-mutate", "/v1/mutate"),
+        ("vouch-claims", "/v1/claims"),
+    ] {
+        let p = r.object("Provider", provider);
+        assert_eq!(
+            p["spec"]["url"],
+            format!("https://vouch.{NAMESPACE}:8443{path}")
+        );
+        assert_eq!(
+            p["spec"]["caBundle"],
+            ca.as_str(),
+            "{provider} trusts the generated CA"
         );
     }
-    let cert = object(&objects, "Certificate", "vouch-serving");
+
+    let r = render(
+        json!({"certManager": {"enabled": true}, "caBundle": "Q0E=", "serviceMonitor": {"enabled": true}}),
+    );
+    assert!(
+        r.find("Secret", "vouch-tls").is_none(),
+        "cert-manager issues it"
+    );
+    let cert = r.object("Certificate", "vouch-serving");
     assert_eq!(cert["spec"]["secretName"], "vouch-tls");
-    let dns: Vec<&str> = cert["spec"]["dnsNames"]
-        .as_array()
-        .expect("dnsNames")
-        .iter()
-        .map(|d| d.as_str().expect("a name"))
-        .collect();
-    assert_eq!(dns, ["vouch", "vouch.stub", "vouch.stub.svc"]);
-    let monitor = object(&objects, "ServiceMonitor", "vouch");
+    assert_eq!(cert["spec"]["dnsNames"], json!(names));
+    assert_eq!(
+        r.object("Provider", "vouch-verify")["spec"]["caBundle"],
+        "Q0E="
+    );
+    let monitor = r.object("ServiceMonitor", "vouch");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "ops");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // cert-manager without a known caBundle: no Gatekeeper objects yet, and the notes say so.
+    let r = render(json!({"certManager": {"enabled": true}}));
+    assert!(r.gatekeeper().is_empty(), "{:?}", r.names());
+    assert!(r.notes().contains("No Gatekeeper objects were installed"));
 }
 
 #[test]
-fn the_rendered_config_passes_vouch_config_check() {
-    let objects = objects();
-    let values = values();
-    let text = object(&objects, "ConfigMap", "vouch")["data"]["config.yaml"]
-        .as_str()
-        .expect("config.yaml in the ConfigMap")
-        .to_string();
-    let mut config = documents(&text, "the ConfigMap's config.yaml").remove(0);
-    assert_eq!(
-        config["listen"], "0.0.0.0:8443",
-        "the Service's provider port"
-    );
-    assert_eq!(
-        config["opsListen"], "0.0.0.0:9090",
-        "the probes' and Service's ops port"
-    );
-
-    // Fill the stubs as Helm would from the default values.
-    assert_eq!(config["cache"], json!({"redisUrl": "stub"}));
-    config["cache"]["redisUrl"] = values["redisUrl"].clone();
-    for key in ["registries", "policies"] {
-        assert_eq!(config[key], "stub", "{key} comes from the values");
-        config[key] = values[key].clone();
+fn optional_objects_follow_their_switches() {
+    let count =
+        |r: &Rendered, kind: &str| r.objects.iter().filter(|o| o.value["kind"] == kind).count();
+    let cases = [
+        (json!({}), "PodDisruptionBudget", 1),
+        (json!({"replicas": 1}), "PodDisruptionBudget", 0),
+        (
+            json!({"podDisruptionBudget": {"enabled": false}}),
+            "PodDisruptionBudget",
+            0,
+        ),
+        (json!({}), "ServiceMonitor", 0),
+        (
+            json!({"serviceMonitor": {"enabled": true}}),
+            "ServiceMonitor",
+            1,
+        ),
+        (json!({}), "VouchVerification", 0),
+        (
+            json!({"gatekeeper": {"constraints": "always"}}),
+            "VouchVerification",
+            1,
+        ),
+        (
+            json!({"gatekeeper": {"constraints": "never"}}),
+            "VouchVerification",
+            0,
+        ),
+        (json!({"gatekeeper": {"manifests": false}}), "Provider", 0),
+        (json!({}), "Provider", 2),
+        (
+            json!({"uniqueServiceSelector": {"enabled": true}}),
+            "Provider",
+            3,
+        ),
+        (json!({}), "StatefulSet", 1),
+        (json!({"redis": {"enabled": false}}), "StatefulSet", 0),
+        (json!({"certManager": {"enabled": true}}), "Certificate", 2),
+        (
+            json!({"certManager": {"enabled": true, "issuerRef": {"name": "x", "kind": "ClusterIssuer"}}}),
+            "Certificate",
+            1,
+        ),
+    ];
+    let values: Vec<Value> = cases.iter().map(|(v, _, _)| v.clone()).collect();
+    for (r, (values, kind, n)) in render_all(&values).into_iter().zip(&cases) {
+        let r = r.unwrap_or_else(|e| panic!("{values}: {e}"));
+        assert_eq!(count(&r, kind), *n, "{kind} with {values}: {:?}", r.names());
     }
-    for (key, value) in values["extraConfig"].as_object().expect("extraConfig") {
-        assert!(
-            config.get(key).is_none(),
-            "extraConfig.{key} is set by the chart"
-        );
-        config[key] = value.clone();
-    }
-
-    // The TLS files are where the Deployment mounts them; point them at test files.
-    let mounts: Vec<String> = container(&objects)["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .map(|m| m["mountPath"].as_str().expect("mountPath").to_string())
-        .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (field, mount) in [
-        ("certFile", "/etc/vouch/tls"),
-        ("keyFile", "/etc/vouch/tls"),
-        ("clientCAFile", "/etc/vouch/gatekeeper"),
-    ] {
-        let path = config["tls"][field]
-            .as_str()
-            .expect("a tls path")
-            .to_string();
-        let file = path
-            .strip_prefix(&format!("{mount}/"))
-            .unwrap_or_else(|| panic!("tls.{field} {path} is not under {mount}"));
-        assert!(mounts.iter().any(|m| m == mount), "{mount} is not mounted");
-        let local = dir.path().join(file);
-        std::fs::write(&local, "").expect("write a stand-in file");
-        config["tls"][field] = json!(local);
-    }
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_json::to_string_pretty(&config).expect("json")).expect("write");
-    let out = Command::new(VOUCH)
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .expect("run vouch config check");
+    let r = render(json!({"replicas": 1, "preStopSleepSeconds": 0}));
     assert!(
-        out.status.success(),
-        "vouch config check rejects the chart's default config:\n{}{}\n{config:#}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        r.container("Deployment", "vouch")
+            .get("lifecycle")
+            .is_none()
     );
 }
 

@@ -1,0 +1,423 @@
+//! Runs what the chart renders, on this machine: its Redis config in Debian's
+//! `redis-server`, and its vouch config in two `vouch serve` processes sharing that Redis, as
+//! the chart's two replicas do (`uniqueServiceSelector.enabled: true`, every other value
+//! default). Only what ties them to a cluster is rewritten (listeners to loopback, file
+//! paths to local files, the Redis address); the tests check that nothing else changed.
+//!
+//! - The chart's Redis refuses clients without its password and keeps an acknowledged write
+//!   across a SIGKILL (AOF, fsync always), with the settings in effect that the chart sets.
+//! - 200 concurrent claim races, each two owners claiming one selector at the same moment,
+//!   one through each replica: never two grants; a race both replicas decided ends in one
+//!   grant and one refusal naming the winner (a Redis call over the config's
+//!   `redis.timeout` is a transient system error, no decision), and most races are decided.
+//! - A granted claim survives a Redis crash and restart: another owner is still refused.
+//! - The chart refuses to render two replicas with the uniqueness policy and no shared Redis.
+
+mod helm;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use helm::redis::{ChartRedis, Reply};
+use helm::{NAMESPACE, Rendered};
+use support::{Conn, Pki, Served, provider_request, wait_ready};
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+const RACES: usize = 200;
+
+/// The tests that run two replicas take turns: on a small machine, one's start-up would
+/// slow the other's bursts past Redis's call budget.
+static REPLICAS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[test]
+fn the_charts_redis_requires_its_password_and_keeps_writes_across_a_crash() {
+    let r = helm::render(json!({}));
+    let mut redis = ChartRedis::start(&r);
+    // The settings in effect, as Redis reports them.
+    assert_eq!(redis.config_get("appendonly"), "yes");
+    assert_eq!(redis.config_get("appendfsync"), "always");
+    assert_eq!(redis.config_get("maxmemory-policy"), "noeviction");
+    assert_eq!(redis.config_get("save"), "", "no RDB snapshots");
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(helm::chart().join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml");
+    let max_memory = values["redis"]["maxMemory"]
+        .as_str()
+        .expect("redis.maxMemory");
+    let mb: u64 = max_memory
+        .strip_suffix("mb")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("redis.maxMemory {max_memory:?} is not NNNmb"));
+    assert_eq!(redis.config_get("maxmemory"), (mb << 20).to_string());
+
+    // No password, a wrong one: refused.
+    match redis.command(&["SET", "k", "v"], false) {
+        Reply::Error(e) if e.starts_with("NOAUTH") => {}
+        other => panic!("SET without AUTH: {other:?}"),
+    }
+    let password = std::mem::replace(&mut redis.password, "not-the-password".into());
+    assert!(
+        redis.try_command(&["PING"], true).is_err(),
+        "a wrong password is refused"
+    );
+    redis.password = password;
+
+    // An acknowledged write survives SIGKILL and a restart on the same files.
+    assert_eq!(
+        redis.command(&["SET", "vouch:claim:v1:test", "default/web-1"], true),
+        Reply::Simple("OK".into())
+    );
+    redis.kill();
+    redis.restart();
+    assert_eq!(
+        redis.command(&["GET", "vouch:claim:v1:test"], true),
+        Reply::Bulk(Some("default/web-1".into())),
+        "the write was lost across the restart:\n{}",
+        redis.log()
+    );
+}
+
+/// The chart's Redis and two vouch replicas, each running the rendered config.
+struct Replicas {
+    redis: ChartRedis,
+    vouch: [Served; 2],
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    async fn start() -> Replicas {
+        let r = helm::render(helm::with_uniqueness());
+        let redis = ChartRedis::start(&r);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new();
+        pki.write(dir.path());
+        let config = local_config(&r, dir.path(), &redis);
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+        let serve = || Served::spawn(VOUCH, &[std::ffi::OsStr::new("--config"), path.as_os_str()]);
+        let vouch = [serve(), serve()];
+        for v in &vouch {
+            wait_ready(v.ops).await;
+        }
+        Replicas {
+            redis,
+            vouch,
+            pki,
+            _dir: dir,
+        }
+    }
+
+    fn provider(&self, replica: usize) -> SocketAddr {
+        self.vouch[replica].provider
+    }
+
+    /// Claims a value of its own through `replica` until it is decided (bounded).
+    async fn warm_up(&self, replica: usize, client: &Arc<rustls::ClientConfig>) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        for attempt in 0.. {
+            let owner = format!("default/warm-up-{replica}");
+            let key = claim_key(
+                &format!("app=warm-up-{replica}"),
+                &owner,
+                &format!("{attempt}"),
+            );
+            let start = Arc::new(tokio::sync::Barrier::new(1));
+            match claim(self.provider(replica), client.clone(), key, start).await {
+                Answer::Granted => return,
+                other => assert!(
+                    tokio::time::Instant::now() < until,
+                    "replica {replica} decided no claim in 15 s: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The rendered vouch config with what must change to run here, and nothing else: the
+/// listeners (loopback, kernel-chosen ports), the TLS files (the test PKI's), the Redis URL
+/// (the local chart Redis) and its password file (holding the rendered Secret's password).
+fn local_config(r: &Rendered, dir: &Path, redis: &ChartRedis) -> Value {
+    let rendered = r.config();
+    assert_eq!(
+        rendered["claims"]["store"], "redis",
+        "the uniqueness policy's claims are in Redis"
+    );
+    let password_file = dir.join("redis-password");
+    std::fs::write(&password_file, r.secret("vouch-redis", "password")).expect("password file");
+    let changes = [
+        ("/listen", json!("0.0.0.0:8443"), json!("127.0.0.1:0")),
+        ("/opsListen", json!("0.0.0.0:9090"), json!("127.0.0.1:0")),
+        (
+            "/tls/certFile",
+            json!("/etc/vouch/tls/tls.crt"),
+            json!(dir.join("tls.crt")),
+        ),
+        (
+            "/tls/keyFile",
+            json!("/etc/vouch/tls/tls.key"),
+            json!(dir.join("tls.key")),
+        ),
+        (
+            "/tls/clientCAFile",
+            json!("/etc/vouch/gatekeeper/ca.crt"),
+            json!(dir.join("ca.crt")),
+        ),
+        (
+            "/redis/url",
+            json!(format!("redis://vouch-redis.{NAMESPACE}.svc:6379/0")),
+            json!(redis.url()),
+        ),
+        (
+            "/redis/passwordFile",
+            json!("/etc/vouch/redis/password"),
+            json!(password_file),
+        ),
+    ];
+    let mut config = rendered.clone();
+    for (pointer, from, to) in &changes {
+        let field = config.pointer_mut(pointer).unwrap_or_else(|| {
+            panic!("the rendered config has no {pointer}:\n{}", r.config_text())
+        });
+        assert_eq!(field, from, "{pointer} as the chart renders it");
+        *field = to.clone();
+    }
+    // Nothing else changed: putting the rendered values back gives the rendered config.
+    let mut back = config.clone();
+    for (pointer, from, _) in &changes {
+        *back.pointer_mut(pointer).expect("pointer") = from.clone();
+    }
+    assert_eq!(back, rendered);
+    config
+}
+
+/// What one `/v1/claims` answer said about its one key.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Granted,
+    Refused {
+        holder: String,
+    },
+    /// A per-key error or a system error: no decision.
+    Failed(String),
+}
+
+fn claim_key(value: &str, owner: &str, nonce: &str) -> String {
+    json!({"scope": "service-selector/default", "value": value, "owner": owner,
+           "mode": "claim", "nonce": nonce})
+    .to_string()
+}
+
+fn answer(reply: &Value, key: &str) -> Answer {
+    let system = reply["response"]["systemError"]
+        .as_str()
+        .unwrap_or_default();
+    if !system.is_empty() {
+        return Answer::Failed(format!("systemError: {system}"));
+    }
+    let item = &reply["response"]["items"][0];
+    assert_eq!(item["key"], key, "{reply}");
+    if let Some(e) = item["error"].as_str() {
+        return Answer::Failed(format!("error: {e}"));
+    }
+    match item["value"]["granted"].as_bool() {
+        Some(true) => Answer::Granted,
+        Some(false) => Answer::Refused {
+            holder: item["value"]["holder"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        },
+        None => Answer::Failed(format!("no verdict: {reply}")),
+    }
+}
+
+/// Claims `key` through the provider at `addr`: connects, waits at `start` (for the other
+/// claims to be connected too), then sends.
+async fn claim(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    key: String,
+    start: Arc<tokio::sync::Barrier>,
+) -> Answer {
+    let mut conn = match Conn::open(addr, client).await {
+        Ok(c) => c,
+        Err(e) => {
+            start.wait().await;
+            return Answer::Failed(format!("connect: {e}"));
+        }
+    };
+    start.wait().await;
+    match conn.post("/v1/claims", provider_request(&[&key])).await {
+        Ok(reply) if reply.status == 200 => answer(&reply.json(), &key),
+        Ok(reply) => Answer::Failed(format!("HTTP {}: {}", reply.status, reply.text())),
+        Err(e) => Answer::Failed(format!("request: {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_running_the_rendered_config_never_grant_one_selector_twice() {
+    let _turn = REPLICAS.lock().await;
+    let replicas = Replicas::start().await;
+    let client = replicas.pki.gatekeeper_client();
+    // Replicas that have been serving for a while hold an open Redis connection; open it
+    // (one decided claim through each) before the races, so the races test the claims, not a
+    // cold start.
+    for replica in 0..2 {
+        replicas.warm_up(replica, &client).await;
+    }
+    // Every claim connects first (400 TLS handshakes); then all are sent at once, so both
+    // claims of a race reach their replicas at the same moment.
+    let start = Arc::new(tokio::sync::Barrier::new(2 * RACES));
+    let mut races = tokio::task::JoinSet::new();
+    for i in 0..RACES {
+        // Owner a goes through replica i % 2, owner b through the other.
+        let value = format!("app=race-{i}");
+        let owners = [format!("default/svc-{i}-a"), format!("default/svc-{i}-b")];
+        let addrs = [replicas.provider(i % 2), replicas.provider((i + 1) % 2)];
+        let start = start.clone();
+        let keys = owners
+            .clone()
+            .map(|o| claim_key(&value, &o, &format!("{o}-uid")));
+        let [ka, kb] = keys;
+        let (client_a, client_b) = (client.clone(), client.clone());
+        races.spawn(async move {
+            let (a, b) = tokio::join!(
+                claim(addrs[0], client_a, ka, start.clone()),
+                claim(addrs[1], client_b, kb, start)
+            );
+            (i, owners, [a, b])
+        });
+    }
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), races.join_all())
+        .await
+        .expect("200 claim races took over a minute");
+
+    // Per race: never two grants. An answer is a decision or a transient system error (a
+    // Redis call over the config's redis.timeout, 100 ms, is one by design; a loaded debug
+    // build sees some in a burst like this). A refusal names the race's other owner; two
+    // decisions are one grant and one refusal naming the winner.
+    let mut double = Vec::new();
+    let mut wrong = Vec::new();
+    let mut decided = 0;
+    let mut transient = 0;
+    let mut wins = [0usize; 2];
+    for (i, owners, answers) in &outcomes {
+        let race = format!("race {i}: {answers:?}");
+        if answers.iter().all(|a| *a == Answer::Granted) {
+            double.push(race);
+            continue;
+        }
+        for (side, a) in answers.iter().enumerate() {
+            match a {
+                Answer::Granted => wins[(i + side) % 2] += 1,
+                Answer::Refused { holder } if *holder == owners[1 - side] => {}
+                Answer::Failed(why) if why.starts_with("systemError: unavailable: ") => {}
+                _ => wrong.push(race.clone()),
+            }
+        }
+        if answers.iter().any(|a| matches!(a, Answer::Failed(_))) {
+            transient += 1;
+        } else if answers.contains(&Answer::Granted) {
+            decided += 1;
+        } else {
+            wrong.push(race);
+        }
+    }
+    println!(
+        "{RACES} races through 2 replicas: {} double grants, {decided} decided (one grant, one \
+         refusal), {transient} with a transient system error; replica 0 granted {}, replica 1 \
+         granted {}",
+        double.len(),
+        wins[0],
+        wins[1]
+    );
+    assert_eq!(outcomes.len(), RACES);
+    assert!(double.is_empty(), "double grants: {double:#?}");
+    assert!(wrong.is_empty(), "wrong answers: {wrong:#?}");
+    // Not vacuous: most races were decided by the shared store.
+    assert!(
+        decided >= RACES / 2,
+        "only {decided} of {RACES} races decided; redis log:\n{}",
+        replicas.redis.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_claim_survives_a_redis_crash_and_restart() {
+    let _turn = REPLICAS.lock().await;
+    let mut replicas = Replicas::start().await;
+    let client = replicas.pki.gatekeeper_client();
+    let addrs = [replicas.provider(0), replicas.provider(1)];
+    let ask = |replica: usize, owner: &str, nonce: &str| {
+        let key = claim_key("app=durable", owner, nonce);
+        let (addr, client) = (addrs[replica], client.clone());
+        async move {
+            let start = Arc::new(tokio::sync::Barrier::new(1));
+            claim(addr, client, key, start).await
+        }
+    };
+    assert_eq!(ask(0, "default/first", "n1").await, Answer::Granted);
+    assert_eq!(
+        ask(1, "default/second", "n2").await,
+        Answer::Refused {
+            holder: "default/first".into()
+        }
+    );
+    replicas.redis.kill();
+    replicas.redis.restart();
+    // vouch reconnects by itself: a replica's first call on its old connection fails, as a
+    // system error (no decision; Gatekeeper retries). The first decision of each replica
+    // must still know the claim.
+    let decided = |replica: usize, owner: &'static str| {
+        let ask = &ask;
+        async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(15);
+            let mut failures = Vec::new();
+            loop {
+                let nonce = format!("after-restart-{}", failures.len());
+                match ask(replica, owner, &nonce).await {
+                    Answer::Failed(why) => failures.push(why),
+                    decision => return (decision, failures),
+                }
+                assert!(
+                    tokio::time::Instant::now() < until,
+                    "replica {replica}: no decision 15 s after Redis restarted: {failures:#?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (decision, failures) = decided(1, "default/second").await;
+    println!("replica 1 after the restart: {decision:?} after {failures:?}");
+    assert_eq!(
+        decision,
+        Answer::Refused {
+            holder: "default/first".into()
+        },
+        "the claim was lost with the Redis restart"
+    );
+    let (decision, failures) = decided(0, "default/first").await;
+    println!("replica 0 after the restart: {decision:?} after {failures:?}");
+    assert_eq!(decision, Answer::Granted, "the holder renews");
+}
+
+#[test]
+fn two_replicas_with_the_uniqueness_policy_and_no_shared_redis_do_not_render() {
+    let e = helm::refusal(
+        json!({"replicas": 2, "uniqueServiceSelector": {"enabled": true},
+                                 "redis": {"enabled": false}, "redisUrl": ""}),
+    );
+    assert!(!e.contains('\n'), "one line: {e}");
+    assert!(
+        e.contains("uniqueServiceSelector.enabled with 2 replicas needs a Redis shared by them"),
+        "{e}"
+    );
+}
