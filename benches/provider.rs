@@ -1,8 +1,10 @@
 //! Provider benchmark: start-up time; `/v1/verify` throughput over mTLS keep-alive for
 //! allow keys and for warm (cached) cosign verdicts, side by side with a ceiling server on
-//! the same axum+rustls stack; a cold burst of twin requests against a real
-//! `docker-registry` (verifications and round trips per image); cold cosign and Notary
-//! verifications (latency, round trips); memory of 100 000 cached verdicts.
+//! the same axum+rustls stack, without and with Redis configured (and the Redis calls an
+//! L1 hit makes: none); a cold burst of twin requests against a real `docker-registry`
+//! (verifications and round trips per image), on one replica and split over three replicas
+//! sharing a `redis-server` (and the latency the waiting replica adds); cold cosign and
+//! Notary verifications (latency, round trips); memory of 100 000 cached verdicts.
 //!
 //! Runs the release `vouch serve` binary as a child process with a Gatekeeper-shaped PKI
 //! and drives it from this process over loopback, like Gatekeeper would. Prints one
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::layout::{fixture, fixtures_dir, push_layout};
+use support::redis::RedisServer;
 use support::registry::{CosignKey, Pusher, Registry, push_cosign_signatures};
 use support::*;
 
@@ -212,10 +215,19 @@ async fn signed_registry(dir: &Path, n: usize) -> (Registry, std::path::PathBuf,
 }
 
 /// Warm verdicts: three cached cosign keys per request (a pod with three images) at 16 and
-/// 64 connections, each figure next to the ceiling's in the same run.
-async fn warm(dir: &Path, client: &Client, secs: f64) {
+/// 64 connections, each figure next to the ceiling's in the same run; `redis`: the same
+/// with the shared tier configured, and the Redis commands the warm load caused.
+async fn warm(dir: &Path, client: &Client, secs: f64, redis: Option<&RedisServer>) {
     let (registry, key_file, keys) = signed_registry(dir, 3).await;
-    let config = write_config(dir, "warm.yaml", &cosign_policy(&registry.host, &key_file));
+    let (name, extra) = match redis {
+        Some(r) => ("warm_redis", format!("redis: {{url: \"{}\"}}\n", r.url)),
+        None => ("warm", String::new()),
+    };
+    let config = write_config(
+        dir,
+        &format!("{name}.yaml"),
+        &format!("{extra}{}", cosign_policy(&registry.host, &key_file)),
+    );
     let served = serve(&config).await;
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let body = provider_request(&refs);
@@ -231,9 +243,13 @@ async fn warm(dir: &Path, client: &Client, secs: f64) {
     let (ceiling_addr, stop) = ceiling(dir, first.text()).await;
     load(served.provider, client, &body, 4, 0.5).await;
     load(ceiling_addr, client, &body, 4, 0.5).await;
+    let redis_calls_before = match redis {
+        Some(r) => redis_commands(r).await,
+        None => 0.0,
+    };
     for conns in [16usize, 64] {
         let (rps, p99) = measure(
-            &format!("warm_c{conns}"),
+            &format!("{name}_c{conns}"),
             served.provider,
             client,
             &body,
@@ -250,10 +266,136 @@ async fn warm(dir: &Path, client: &Client, secs: f64) {
             secs,
         )
         .await;
-        println!("bench: warm_c{conns}_rps_over_ceiling {:.2} x", rps / c_rps);
-        println!("bench: warm_c{conns}_p99_over_ceiling {:.2} x", p99 / c_p99);
+        println!(
+            "bench: {name}_c{conns}_rps_over_ceiling {:.2} x",
+            rps / c_rps
+        );
+        println!(
+            "bench: {name}_c{conns}_p99_over_ceiling {:.2} x",
+            p99 / c_p99
+        );
+    }
+    if let Some(r) = redis {
+        // The measurement itself (INFO) is one command.
+        let calls = redis_commands(r).await - redis_calls_before - 1.0;
+        println!("bench: {name}_redis_commands_during_warm_load {calls:.0} commands");
     }
     stop.cancel();
+}
+
+/// Commands Redis has processed (`INFO stats`, `total_commands_processed`).
+async fn redis_commands(redis: &RedisServer) -> f64 {
+    let info = redis.command(&["INFO", "stats"]).await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Cold burst over replicas: `n` unique images, each asked by two concurrent template calls
+/// that reach two different replicas of `replicas` sharing one Redis. Prints
+/// verifications and registry round trips per image (cluster-wide), and how much later the
+/// second answer of a pair comes than the first (the replica that waited for the other's
+/// verification).
+async fn cold_burst_replicas(dir: &Path, client: &Client, n: usize, replicas: usize) {
+    let (registry, key_file, keys) = signed_registry(dir, n).await;
+    let redis = RedisServer::start();
+    let config = write_config(
+        dir,
+        "burst-replicas.yaml",
+        &format!(
+            "redis: {{url: \"{}\"}}\n{}",
+            redis.url,
+            cosign_policy(&registry.host, &key_file)
+        ),
+    );
+    let mut served = Vec::new();
+    for _ in 0..replicas {
+        served.push(serve(&config).await);
+    }
+    let addrs: Arc<Vec<SocketAddr>> = Arc::new(served.iter().map(|s| s.provider).collect());
+    registry.settle_log().await;
+    let before = registry.access_log().len();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let keys = Arc::new(keys);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let (next, keys, client, addrs) =
+            (next.clone(), keys.clone(), client.clone(), addrs.clone());
+        tasks.push(tokio::spawn(async move {
+            // This worker's connections, one per replica.
+            let mut conns = Vec::new();
+            for addr in addrs.iter() {
+                conns.push(Conn::open(*addr, client.clone()).await.expect("connect"));
+            }
+            let mut gaps = Vec::new();
+            let mut late = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(key) = keys.get(i) else {
+                    return (gaps, late);
+                };
+                let body = provider_request(&[key]);
+                let (x, y) = ((i + worker) % addrs.len(), (i + worker + 1) % addrs.len());
+                let (first, rest) = conns.split_at_mut(x.max(y));
+                let (ca, cb) = if x < y {
+                    (&mut first[x], &mut rest[0])
+                } else {
+                    (&mut rest[0], &mut first[y])
+                };
+                let t = Instant::now();
+                let (fa, fb) = (
+                    ca.post("/v1/verify", body.clone()),
+                    cb.post("/v1/verify", body),
+                );
+                let ((ra, la), (rb, lb)) = tokio::join!(async { (fa.await, t.elapsed()) }, async {
+                    (fb.await, t.elapsed())
+                });
+                for (r, took) in [(ra, la), (rb, lb)] {
+                    let r = r.expect("answer");
+                    if !r.text().contains("\"systemError\":\"\"")
+                        || took > Duration::from_millis(2500)
+                    {
+                        late += 1;
+                    }
+                }
+                gaps.push((la.max(lb) - la.min(lb)).as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let (mut gaps, mut late) = (Vec::new(), 0);
+    for t in tasks {
+        let (g, l) = t.await.expect("burst task");
+        gaps.extend(g);
+        late += l;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    registry.settle_log().await;
+    let trips = registry.requests_since(before).len() as f64 / n as f64;
+    let mut verifications = 0.0;
+    for s in &served {
+        let metrics = ops_get(s.ops, "/metrics").await.text();
+        verifications += metric_value(&metrics, "vouch_verifications_total{outcome=\"verified\"}");
+    }
+    gaps.sort_by(f64::total_cmp);
+    let name = format!("cold_burst_{replicas}_replicas");
+    println!("bench: {name}_images {n} images");
+    println!(
+        "bench: {name}_verifications_per_image {:.2} verifications",
+        verifications / n as f64
+    );
+    println!("bench: {name}_registry_round_trips_per_image {trips:.2} requests");
+    println!(
+        "bench: {name}_second_answer_later_p50 {:.1} ms",
+        percentile(&gaps, 0.5)
+    );
+    println!(
+        "bench: {name}_second_answer_later_p99 {:.1} ms",
+        percentile(&gaps, 0.99)
+    );
+    println!("bench: {name}_wall_time {wall:.2} s");
+    println!("bench: {name}_answers_after_deadline {late} answers");
 }
 
 /// Cold burst: `n` unique images, each asked by two concurrent template calls (the
@@ -497,8 +639,12 @@ fn main() {
             println!("bench: registry scenarios skipped (no /usr/bin/docker-registry)");
             return;
         }
-        warm(dir.path(), &client, secs).await;
+        warm(dir.path(), &client, secs, None).await;
+        let redis = RedisServer::start();
+        warm(dir.path(), &client, secs, Some(&redis)).await;
+        drop(redis);
         cold_burst(dir.path(), &client, if full { 500 } else { 10 }).await;
+        cold_burst_replicas(dir.path(), &client, if full { 500 } else { 10 }, 3).await;
         let n = if full { 50 } else { 5 };
         cold_cosign(dir.path(), &client, n).await;
         cold_notation(dir.path(), &client, n).await;
