@@ -487,17 +487,16 @@ async fn memory(config: &Path, n: usize) {
             generation: 0x5eed,
             policy: "acme".into(),
             name: format!("ghcr.io/acme/service-{}", i % 500),
-            digest: vouch::registry::sha256_digest(&i.to_le_bytes()),
+            digest: vouch::digest::sha256_digest(&i.to_le_bytes()),
         };
-        let mut report = vouch::verify::Report::failed(
+        let mut report = vouch::verdict::Report::failed(
             &format!("{}:v{i}", key.name),
             "acme",
-            vouch::verify::VerdictCode::None,
-            String::new(),
+            vouch::verdict::Denial::new(vouch::verdict::VerdictCode::None, ""),
         );
         report.verified = true;
         report.digest = key.digest.clone();
-        report.signatures = vec![vouch::verify::SignatureReport {
+        report.signatures = vec![vouch::verdict::SignatureReport {
             format: "cosign".into(),
             verified: true,
             signer: "key:acme-release".into(),

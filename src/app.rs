@@ -122,9 +122,8 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
                 );
                 tasks.spawn(reloader.run(shutdown.clone()));
             }
-            let live = Arc::new(LiveEngine(slot));
-            mutate_engine = Some(Arc::new(MutateEngine(live.clone())));
-            live
+            mutate_engine = Some(Arc::new(crate::mutate::MutateEngine(slot.clone())));
+            Arc::new(LiveEngine(slot))
         }
     };
     readiness.trust.store(true, Ordering::Release);
@@ -259,15 +258,5 @@ impl Engine for LiveEngine {
 
     fn oversized(&self, key: &str, why: String) -> Outcome {
         self.0.load().oversized(key, why)
-    }
-}
-
-/// `/v1/mutate` on the current engine: pins tags to digests.
-struct MutateEngine(Arc<LiveEngine>);
-
-impl Engine for MutateEngine {
-    fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
-        let engine = self.0.0.load_full();
-        async move { engine.pin(key).await }.boxed()
     }
 }

@@ -179,7 +179,7 @@ impl RedisStore {
 
     /// `vouch:claim:v1:<sha256(scope, value)>`: fixed length whatever the key contains.
     fn redis_key(key: &ClaimKey) -> String {
-        let id = crate::registry::sha256_digest(format!("{}\n{}", key.scope, key.value).as_bytes());
+        let id = crate::digest::sha256_digest(format!("{}\n{}", key.scope, key.value).as_bytes());
         format!("vouch:claim:v1:{}", &id[7..])
     }
 }

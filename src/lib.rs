@@ -33,6 +33,7 @@ pub mod cache;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod exchange;
 #[doc(hidden)]
@@ -48,8 +49,10 @@ pub mod redis;
 pub mod reference;
 pub mod registry;
 pub mod reload;
+pub mod scope;
 pub mod server;
 pub mod shutdown;
 pub mod slots;
 pub mod tls;
+pub mod verdict;
 pub mod verify;

@@ -136,6 +136,17 @@ impl CacheKind {
     }
 }
 
+/// What a cache lookup came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Answered from the cache.
+    Hit,
+    /// Computed (by this caller).
+    Miss,
+    /// Waited for another caller's computation of the same key.
+    Coalesced,
+}
+
 /// How a verification (one run of the verifiers for one digest) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerificationOutcome {
@@ -384,12 +395,11 @@ impl Metrics {
         }
     }
 
-    /// `event` is `hit`, `miss` or `coalesced`.
-    pub fn cache_event(&self, cache: CacheKind, event: &str) {
+    pub fn cache_event(&self, cache: CacheKind, event: CacheEvent) {
         let family = match event {
-            "hit" => &self.cache_hits,
-            "coalesced" => &self.cache_coalesced,
-            _ => &self.cache_misses,
+            CacheEvent::Hit => &self.cache_hits,
+            CacheEvent::Coalesced => &self.cache_coalesced,
+            CacheEvent::Miss => &self.cache_misses,
         };
         family.with_label_values(&[cache.as_str()]).inc();
     }

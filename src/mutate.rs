@@ -1,4 +1,6 @@
-//! `/v1/mutate`: pins image references to their digests (SPEC §2).
+//! `/v1/mutate`: pins image references to their digests (SPEC §2) — the whole behaviour:
+//! [`plan`], the pure front half, and [`MutateEngine`], which resolves what `plan` leaves
+//! with the verification engine's [`VerifyEngine::resolve`].
 //!
 //! The value of each key is a **string**: the key as written, with `@<digest>` appended, so
 //! a tag is kept (`ghcr.io/a/b:1.4` → `ghcr.io/a/b:1.4@sha256:…`). The mapping is a fixed
@@ -8,11 +10,19 @@
 //! resolutions share the verification engine's tag cache, so the digest pinned is the one
 //! that was (or will be) verified within `tagTtl`.
 
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
 use crate::config::Action;
-use crate::engine::{ErrorCode, KeyError, Outcome};
+use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::policy::PolicySet;
 use crate::protocol::Json;
 use crate::reference::ImageRef;
+use crate::reload::EngineSlot;
+use crate::verdict::VerdictCode;
+use crate::verify::{Failure, Resolution, VerifyEngine, classify};
 
 /// What pinning `key` needs, decided without I/O.
 #[derive(Debug, PartialEq)]
@@ -54,6 +64,43 @@ pub fn unchanged(key: &str) -> Outcome {
 /// The key pinned to `digest`.
 pub fn pinned(key: &str, digest: &str) -> Outcome {
     Outcome::Value(Json::new(&format!("{key}@{digest}")))
+}
+
+/// `/v1/mutate` on the current verification engine: pins tags to digests through its tag
+/// cache, so the digest pinned is the one verified within `tagTtl`.
+pub struct MutateEngine(pub Arc<EngineSlot>);
+
+impl MutateEngine {
+    async fn pin(engine: &VerifyEngine, key: &str) -> Outcome {
+        let image = match plan(key, engine.policies()) {
+            Pin::Done(outcome) => return outcome,
+            Pin::Resolve(image) => image,
+        };
+        match engine.resolve(&image, engine.budget()).await {
+            Ok(r) => pinned(key, &r.descriptor.digest),
+            Err(Resolution::Unavailable(outcome)) => outcome,
+            // Mutation values must be strings, so what verification answers as a verdict
+            // is a per-key error here.
+            Err(Resolution::Failed(e)) => match classify(e) {
+                Failure::Verdict(d) => {
+                    let code = match d.code {
+                        VerdictCode::NotFound => ErrorCode::NotFound,
+                        VerdictCode::InvalidImage => ErrorCode::InvalidImage,
+                        _ => ErrorCode::RegistryProtocol,
+                    };
+                    Outcome::Error(KeyError::new(code, d.reason))
+                }
+                Failure::Other(outcome) => outcome,
+            },
+        }
+    }
+}
+
+impl Engine for MutateEngine {
+    fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome> {
+        let engine = self.0.load_full();
+        async move { MutateEngine::pin(&engine, key).await }.boxed()
+    }
 }
 
 #[cfg(test)]

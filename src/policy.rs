@@ -1,92 +1,9 @@
-//! Trust policy selection: which policy governs an image (pure; no I/O).
-//!
-//! A scope names a registry host and a repository, either exactly (`ghcr.io/acme/api`) or
-//! as a prefix ending in `/*` (`ghcr.io/acme/*`, any depth below). The most specific scope
-//! wins: an exact scope beats every prefix, a longer prefix beats a shorter one. Scopes
-//! must start with a registry host, so an image reference can never reach a registry that
-//! no policy names.
+//! Trust policy selection: which policy governs an image (pure; no I/O). The most specific
+//! [`Scope`] wins: an exact scope beats every prefix, a longer prefix beats a shorter one.
 
 use crate::config::{Action, PolicyConfig, Require, VerifierConfig};
 use crate::reference::ImageRef;
-
-/// A parsed policy scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// `host/repo`: exactly this repository.
-    Exact(String),
-    /// `host/path/*`: every repository whose name starts with `host/path/`.
-    Prefix(String),
-}
-
-impl Scope {
-    pub fn parse(s: &str) -> Result<Scope, String> {
-        let s = s.trim();
-        let (body, wildcard) = match s.strip_suffix("/*") {
-            Some(b) => (b, true),
-            None => (s, false),
-        };
-        if body.contains('*') {
-            return Err(format!(
-                "{s:?}: only a trailing \"/*\" wildcard is supported"
-            ));
-        }
-        let (host, rest) = body.split_once('/').unwrap_or((body, ""));
-        if !(host.contains('.') || host.contains(':') || host == "localhost") {
-            return Err(format!(
-                "{s:?} must start with a registry host (e.g. \"ghcr.io/acme/*\"); {host:?} is not one"
-            ));
-        }
-        if !wildcard && rest.is_empty() {
-            return Err(format!(
-                "{s:?} names no repository; use {:?}",
-                format!("{host}/*")
-            ));
-        }
-        if rest.contains(['@', ':']) || rest.contains("//") {
-            return Err(format!(
-                "{s:?}: a scope names repositories, not tags or digests"
-            ));
-        }
-        let host = normalize_host(host);
-        let joined = if rest.is_empty() {
-            host
-        } else {
-            format!("{host}/{rest}")
-        };
-        Ok(if wildcard {
-            Scope::Prefix(format!("{joined}/"))
-        } else {
-            Scope::Exact(joined)
-        })
-    }
-
-    /// The registry host the scope names.
-    pub fn host(&self) -> &str {
-        let s = match self {
-            Scope::Exact(s) | Scope::Prefix(s) => s,
-        };
-        s.split_once('/').map_or(s.as_str(), |(h, _)| h)
-    }
-
-    /// How well this scope covers `name` (`registry/repository`): `None` if it does not,
-    /// otherwise a rank where larger is more specific.
-    fn rank(&self, name: &str) -> Option<usize> {
-        match self {
-            Scope::Exact(s) => (s == name).then_some(usize::MAX),
-            Scope::Prefix(p) => name.starts_with(p.as_str()).then_some(p.len()),
-        }
-    }
-}
-
-/// Hosts compare case-insensitively, and `index.docker.io` is Docker Hub's old name.
-fn normalize_host(host: &str) -> String {
-    let h = host.to_ascii_lowercase();
-    if h == "index.docker.io" {
-        "docker.io".to_string()
-    } else {
-        h
-    }
-}
+use crate::scope::Scope;
 
 /// A policy as the verification engine uses it.
 #[derive(Debug, Clone)]
@@ -116,9 +33,9 @@ impl PolicySet {
                 require: p.require,
                 verifiers: p.verifiers.clone(),
             });
-            for s in &p.scopes {
-                if let Ok(scope) = Scope::parse(s) {
-                    set.scopes.push((scope, i));
+            for entry in &p.scopes {
+                if let Ok(scope) = entry.scope() {
+                    set.scopes.push((scope.clone(), i));
                 }
             }
         }
@@ -143,11 +60,15 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scope;
 
     fn policy(name: &str, scopes: &[&str]) -> PolicyConfig {
         PolicyConfig {
             name: name.into(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes
+                .iter()
+                .map(|s| crate::scope::ScopeEntry::new(s))
+                .collect(),
             require: Require::Any,
             action: Action::Allow,
             verifiers: vec![],

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+
+use super::fetch::classify;
+use super::{ErrorKind, RegistryClient, RegistryError, host_port, host_port_of};
 
 /// A user name and password. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -242,6 +247,134 @@ pub fn basic_header(c: &Credentials) -> String {
     )
 }
 
+impl RegistryClient {
+    /// Handles a 401 challenge; `true` when a retry with new credentials makes sense.
+    pub(super) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        scope: &str,
+        budget: tokio::time::Instant,
+    ) -> Result<bool, RegistryError> {
+        let challenge = headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        match challenge {
+            // Basic credentials were already sent (if any): a second try cannot help.
+            Some(Challenge::Basic) | None => Ok(false),
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenge_scope,
+            }) => {
+                let realm_url = reqwest::Url::parse(&realm).map_err(|e| {
+                    self.error(
+                        ErrorKind::Protocol,
+                        format!("registry {} sent token realm {realm:?}: {e}", self.host),
+                    )
+                })?;
+                if let Err(why) = realm_allowed(&realm_url, &self.base) {
+                    return Err(self.error(
+                        ErrorKind::Protocol,
+                        format!("registry {} sent token realm {realm}: {why}", self.host),
+                    ));
+                }
+                let mut token_url = realm_url;
+                {
+                    let mut q = token_url.query_pairs_mut();
+                    q.append_pair(
+                        "scope",
+                        &challenge_scope.unwrap_or_else(|| scope.to_string()),
+                    );
+                    if let Some(s) = &service {
+                        q.append_pair("service", s);
+                    }
+                }
+                let mut req = self.http.get(token_url);
+                if let Some(c) = &self.credentials {
+                    req = req.header(AUTHORIZATION, basic_header(c));
+                }
+                // A token request is a request on the registry's behalf: it takes one of
+                // the registry's connection slots and is counted with its requests.
+                let resp = self
+                    .exchange(req, budget, "fetching a token")
+                    .await?
+                    .map_err(|e| {
+                        classify(&e, &self.host, &format!("token service of {}", self.host))
+                    })?;
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    return Err(self.rejected(status));
+                }
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(self.error(
+                        ErrorKind::Transient,
+                        format!("token service of {} answered {status}", self.host),
+                    ));
+                }
+                if !status.is_success() {
+                    return Err(self.error(
+                        ErrorKind::Protocol,
+                        format!("token service of {} answered {status}", self.host),
+                    ));
+                }
+                // A token service that answers 200 without a usable token (an error page, a
+                // proxy's placeholder, an oversized body) is failing the way a 5xx does:
+                // transient, so Gatekeeper does not cache it as a per-key error.
+                let body = self
+                    .read_bounded(resp, 64 * 1024, "token", budget)
+                    .await
+                    .map_err(|e| match e {
+                        e if e.kind == ErrorKind::Content => e.with_kind(ErrorKind::Transient),
+                        other => other,
+                    })?;
+                let (token, expires) = serde_json::from_slice::<TokenResponse>(&body)
+                    .ok()
+                    .and_then(TokenResponse::into_token)
+                    .ok_or_else(|| {
+                        self.error(
+                            ErrorKind::Transient,
+                            format!("token service of {} sent no token", self.host),
+                        )
+                    })?;
+                self.tokens.put(scope, token, expires);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The token service may live on another host (auth.docker.io, ghcr.io/token), but then
+/// only over HTTPS and never at a loopback, link-local or unspecified address: a registry's
+/// challenge must not be a way to make vouch call into its own network.
+fn realm_allowed(realm: &reqwest::Url, registry_base: &str) -> Result<(), &'static str> {
+    use std::net::IpAddr;
+    if host_port(realm) == host_port_of(registry_base) {
+        return Ok(());
+    }
+    if realm.scheme() != "https" {
+        return Err("plain HTTP on another host");
+    }
+    let host = realm.host_str().unwrap_or_default();
+    if host.eq_ignore_ascii_case("localhost") {
+        return Err("loopback host");
+    }
+    let internal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| match ip {
+            IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        });
+    if internal {
+        return Err("loopback, link-local or unspecified address");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +446,22 @@ mod tests {
         cache.put("s", "t".into(), Some(300));
         assert_eq!(cache.get("s").as_deref(), Some("t"));
         assert_eq!(cache.get("other"), None);
+    }
+
+    #[test]
+    fn token_realms() {
+        let u = |s: &str| reqwest::Url::parse(s).expect("url");
+        let base = "http://127.0.0.1:5000";
+        assert!(
+            realm_allowed(&u("http://127.0.0.1:5000/token"), base).is_ok(),
+            "same host"
+        );
+        assert!(realm_allowed(&u("https://auth.docker.io/token"), base).is_ok());
+        assert!(realm_allowed(&u("http://auth.docker.io/token"), base).is_err());
+        assert!(realm_allowed(&u("https://127.0.0.1:9999/token"), base).is_err());
+        assert!(realm_allowed(&u("https://169.254.169.254/latest"), base).is_err());
+        assert!(realm_allowed(&u("https://[::1]/t"), base).is_err());
+        assert!(realm_allowed(&u("https://[fe80::1]/t"), base).is_err());
+        assert!(realm_allowed(&u("https://localhost/t"), base).is_err());
     }
 }

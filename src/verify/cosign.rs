@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
-use super::{Checked, VerdictCode};
+use super::{Checked, Denial, SignatureFormat, VerdictCode};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -141,7 +141,7 @@ pub struct Candidate {
 }
 
 fn fail(signer: &str, code: VerdictCode, detail: impl Into<String>) -> Checked {
-    Checked::failed("cosign", signer, code, detail)
+    Checked::failed(SignatureFormat::Cosign, signer, code, detail)
 }
 
 #[derive(Deserialize)]
@@ -215,7 +215,7 @@ pub fn check(c: &Candidate, keys: &[PublicKey], image_digest: &str) -> Checked {
             format!("signature is for {named}, not {image_digest}"),
         );
     }
-    Checked::passed("cosign", signer, "")
+    Checked::passed(SignatureFormat::Cosign, signer, "")
 }
 
 /// Whether bytes have the shape of some signature (DER ECDSA, raw Ed25519, RSA). A
@@ -246,8 +246,8 @@ fn is_der_ecdsa(sig: &[u8]) -> bool {
 }
 
 /// The verdict over every cosign signature checked (see [`super::signatures_verdict`]).
-pub fn verdict(checked: &[Checked]) -> Result<(), (VerdictCode, String)> {
-    super::signatures_verdict("cosign", checked)
+pub fn verdict(checked: &[Checked]) -> Result<(), Denial> {
+    super::signatures_verdict(SignatureFormat::Cosign, checked)
 }
 
 #[cfg(test)]
@@ -278,7 +278,7 @@ mod tests {
 
     fn fixture_digest(dir: &str) -> String {
         let m = std::fs::read(fixtures().join(dir).join("manifest.json")).expect("manifest");
-        crate::registry::sha256_digest(&m)
+        crate::digest::sha256_digest(&m)
     }
 
     fn key(file: &str) -> PublicKey {
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn verdict_ranks_failures() {
-        assert_eq!(verdict(&[]).map_err(|e| e.0), Err(VerdictCode::Unsigned));
+        assert_eq!(verdict(&[]).map_err(|e| e.code), Err(VerdictCode::Unsigned));
         let f = |code| fail("", code, "");
         let all = [
             f(VerdictCode::UntrustedSigner),
@@ -401,11 +401,11 @@ mod tests {
             f(VerdictCode::InvalidSignature),
         ];
         assert_eq!(
-            verdict(&all).map_err(|e| e.0),
+            verdict(&all).map_err(|e| e.code),
             Err(VerdictCode::DigestMismatch)
         );
         assert_eq!(
-            verdict(&all[..1]).map_err(|e| e.0),
+            verdict(&all[..1]).map_err(|e| e.code),
             Err(VerdictCode::UntrustedSigner)
         );
     }

@@ -1,39 +1,42 @@
 //! The verification engine behind `/v1/verify` and `vouch verify`.
 //!
-//! [`decide`] is the pure front half: parse the reference, pick the policy, and settle
-//! every key that needs no registry (`invalid-reference`, `no-policy`, `action: allow`).
-//! Keys whose policy asks for signatures go to `VerifyEngine::verify_image`: resolve the
-//! digest, fetch the signatures, check them with the policy's verifiers ([`cosign`]), and
-//! combine the verifiers' results by the policy's `require`.
+//! A key's walk: [`decide`] is the pure front half — parse the reference, pick the policy,
+//! and settle every key that needs no registry (`invalid-reference`, `no-policy`,
+//! `action: allow`). Keys whose policy asks for signatures go, once per key however many
+//! callers and replicas ask (`Caches::key_flight`), to `VerifyEngine::verify_image`:
+//! answer a digest reference with a known verdict at once, else resolve the tag
+//! ([`VerifyEngine::resolve`], through the tag cache), then ask the verdict cache, whose
+//! miss runs `verify_digest`: [`signatures::fetch`] the candidates from the registry (a
+//! [`SignatureSource`]), [`signatures::judge`] them with the policy's verifiers
+//! ([`cosign`], [`notation`], pure), and cache the verdict for as long as [`ttl_for`] says.
 
 pub mod cosign;
 pub mod notation;
-mod report;
 pub mod signature_manifest;
+pub mod signatures;
 
-pub use report::{
-    Checked, Report, SignatureFormat, SignatureReport, VerdictCode, signatures_verdict,
+pub use crate::verdict::{
+    Checked, Denial, Report, SignatureFormat, SignatureReport, VerdictCode, signatures_verdict,
 };
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::config::{Action, Config, FileRole, Require, Verifier};
+use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey};
+use crate::config::{Action, CacheConfig, Config, FileRole, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
-use crate::mutate;
+use crate::metrics::{Metrics, VerificationOutcome};
 use crate::policy::{Policy, PolicySet};
 use crate::reference::ImageRef;
-use std::sync::Arc;
-
-use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey, ttl_for};
-use crate::config::CacheConfig;
-use crate::metrics::{Metrics, SkipReason, VerificationOutcome};
-use crate::registry::{Descriptor, Registries, RegistryClient, RegistryError};
-use signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
+use crate::registry::{
+    Descriptor, ErrorKind, Registries, RegistryClient, RegistryError, SignatureSource,
+};
+use signatures::{Bounds, LoadedVerifier};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -49,22 +52,14 @@ pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     let image = match ImageRef::parse(key) {
         Ok(i) => i,
         Err(e) => {
-            return Decision::Verdict(Report::failed(
-                key,
-                "",
-                VerdictCode::InvalidReference,
-                e.to_string(),
-            ));
+            let denial = Denial::new(VerdictCode::InvalidReference, e.to_string());
+            return Decision::Verdict(Report::failed(key, "", denial));
         }
     };
     let Some(policy) = policies.select(&image) else {
         let reason = format!("no trust policy scope covers {}", image.name());
-        return Decision::Verdict(Report::failed(
-            &image.to_string(),
-            "",
-            VerdictCode::NoPolicy,
-            reason,
-        ));
+        let denial = Denial::new(VerdictCode::NoPolicy, reason);
+        return Decision::Verdict(Report::failed(&image.to_string(), "", denial));
     };
     match policy.action {
         Action::Allow => Decision::Verdict(Report::allowed(&image, &policy.name)),
@@ -72,19 +67,22 @@ pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     }
 }
 
-/// A fetched signature, or why it could not be used.
-type Fetched<T> = Result<T, Checked>;
-
-/// A policy verifier with its trust material loaded.
-enum LoadedVerifier {
-    Cosign(Vec<cosign::PublicKey>),
-    Notation(notation::NotationVerifier),
-}
-
-/// What one verifier concluded about one image.
-enum VerifierResult {
-    Pass,
-    Fail(VerdictCode, String),
+/// How long a verdict may be served: verified verdicts for `verifiedTtl`, but never past
+/// the earliest expiry of what made them valid (a certificate, a signature's expiry);
+/// failed verdicts for `failedTtl`.
+pub fn ttl_for(
+    verified: bool,
+    valid_until: Option<SystemTime>,
+    now: SystemTime,
+    config: &CacheConfig,
+) -> Duration {
+    if !verified {
+        return config.failed_ttl.get();
+    }
+    let cap = valid_until.map_or(Duration::MAX, |u| {
+        u.duration_since(now).unwrap_or(Duration::ZERO)
+    });
+    config.verified_ttl.get().min(cap)
 }
 
 /// Why the engine could not be built from a config.
@@ -111,8 +109,7 @@ pub struct VerifyEngine {
     registries: Registries,
     /// Budget of one verification, retries included.
     budget: Duration,
-    max_signatures: usize,
-    max_signature_bytes: usize,
+    bounds: Bounds,
     caches: Arc<Caches>,
     cache_config: CacheConfig,
     /// Fingerprint of the trust config (policies, registries, key and certificate bytes):
@@ -173,8 +170,10 @@ impl VerifyEngine {
             verifiers,
             registries: Registries::new(config, metrics.clone())?,
             budget: config.verification_budget.get(),
-            max_signatures: config.limits.max_signatures,
-            max_signature_bytes: config.limits.max_signature_bytes,
+            bounds: Bounds {
+                max_signatures: config.limits.max_signatures,
+                max_signature_bytes: config.limits.max_signature_bytes,
+            },
             caches,
             cache_config: config.cache.clone(),
             generation: generation(config),
@@ -185,6 +184,11 @@ impl VerifyEngine {
     /// The trust-config fingerprint verdict keys carry.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The policies, for the front halves that need no engine (`mutate::plan`).
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
     }
 
     async fn verify(&self, key: &str) -> Outcome {
@@ -211,46 +215,30 @@ impl VerifyEngine {
     /// (never longer than its tag resolution or its verdict are valid).
     async fn verify_image(&self, image: &ImageRef, policy: &Policy) -> (Outcome, Duration) {
         let not_cached = |o: Outcome| (o, Duration::ZERO);
-        let budget = Instant::now() + self.budget;
         let reference = image.to_string();
         // A digest reference (what /v1/mutate pins every pod to) needs no resolution when
         // its verdict is known: answered without any registry request.
         if let Some(digest) = image.digest() {
-            let key = VerdictKey {
-                generation: self.generation,
-                policy: policy.name.clone(),
-                name: image.name(),
-                digest: digest.to_string(),
-            };
+            let key = self.verdict_key(image, policy, digest);
             if let Some(v) = self.caches.known_verdict(&key).await {
                 let mut report = v.report();
                 report.reference = reference;
                 return (Outcome::Value(report.to_json()), v.remaining());
             }
         }
-        let client = match self.client_for(image) {
-            Ok(c) => c,
-            Err(o) => return not_cached(o),
-        };
-        let resolved = match self.resolve(&client, image, budget).await {
+        let budget = Instant::now() + self.budget;
+        let resolved = match self.resolve(image, budget).await {
             Ok(r) => r,
             Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name)),
         };
         let subject = &resolved.descriptor;
-        let key = VerdictKey {
-            generation: self.generation,
-            policy: policy.name.clone(),
-            name: image.name(),
-            digest: subject.digest.clone(),
+        let client = match self.client_for(image) {
+            Ok(c) => c,
+            Err(o) => return not_cached(o),
         };
-        let verdict = self
-            .caches
-            .verdict(
-                key,
-                self.verify_digest(&client, image, policy, subject, budget),
-            )
-            .await;
-        match verdict {
+        let key = self.verdict_key(image, policy, &subject.digest);
+        let verify = self.verify_digest(client.as_ref(), image, policy, subject, budget);
+        match self.caches.verdict(key, verify).await {
             Ok(v) => {
                 let mut report = v.report();
                 report.reference = reference;
@@ -261,34 +249,12 @@ impl VerifyEngine {
         }
     }
 
-    /// `/v1/mutate`'s answer for one key: the key pinned to its digest (see
-    /// [`crate::mutate`]).
-    pub async fn pin(&self, key: &str) -> Outcome {
-        let image = match mutate::plan(key, &self.policies) {
-            mutate::Pin::Done(outcome) => return outcome,
-            mutate::Pin::Resolve(image) => image,
-        };
-        let client = match self.client_for(&image) {
-            Ok(c) => c,
-            Err(o) => return o,
-        };
-        let budget = Instant::now() + self.budget;
-        match self.resolve(&client, &image, budget).await {
-            Ok(r) => mutate::pinned(key, &r.descriptor.digest),
-            // Mutation values must be strings, so what verification answers as a verdict
-            // is a per-key error here.
-            Err(e) => match classify(e) {
-                Failure::Verdict(VerdictCode::NotFound, why) => {
-                    Outcome::Error(KeyError::new(ErrorCode::NotFound, why))
-                }
-                Failure::Verdict(VerdictCode::InvalidImage, why) => {
-                    Outcome::Error(KeyError::new(ErrorCode::InvalidImage, why))
-                }
-                Failure::Verdict(_, why) => {
-                    Outcome::Error(KeyError::new(ErrorCode::RegistryProtocol, why))
-                }
-                Failure::Other(outcome) => outcome,
-            },
+    fn verdict_key(&self, image: &ImageRef, policy: &Policy, digest: &str) -> VerdictKey {
+        VerdictKey {
+            generation: self.generation,
+            policy: policy.name.clone(),
+            name: image.name(),
+            digest: digest.to_string(),
         }
     }
 
@@ -300,7 +266,7 @@ impl VerifyEngine {
             // Scopes always name their host, so this is a wiring error, not an input error.
             return Err(Outcome::Transient(format!("no registry client for {host}")));
         };
-        if let Some(left) = self.caches.backing_off(host) {
+        if let Some(left) = client.health().backing_off() {
             return Err(Outcome::Transient(format!(
                 "registry {host} failed moments ago; not contacted for another {} ms",
                 left.as_millis()
@@ -309,14 +275,12 @@ impl VerifyEngine {
         Ok(client)
     }
 
-    /// The image's tag (or digest) resolved through the tag cache; a transient failure
-    /// starts the registry's back-off.
-    async fn resolve(
-        &self,
-        client: &RegistryClient,
-        image: &ImageRef,
-        budget: Instant,
-    ) -> Result<Resolved, RegistryError> {
+    /// The image's tag (or digest) resolved through the tag cache, as `/v1/mutate` pins it
+    /// and verification verifies it; a transient failure starts the registry's back-off.
+    /// `Err` holds the outcome when there is no resolution: the registry backing off, or
+    /// its failure.
+    pub async fn resolve(&self, image: &ImageRef, budget: Instant) -> Result<Resolved, Resolution> {
+        let client = self.client_for(image).map_err(Resolution::Unavailable)?;
         let key = TagKey {
             registry: image.registry().to_string(),
             repository: image.repository().to_string(),
@@ -335,98 +299,63 @@ impl VerifyEngine {
             })
             .await
             .map_err(|e| (*e).clone());
-        if let Err(RegistryError::Transient(_)) = &resolved {
-            self.caches.note_transient(image.registry());
+        if let Err(e) = &resolved
+            && e.kind == ErrorKind::Transient
+        {
+            client.health().note_transient();
         }
-        resolved
+        resolved.map_err(Resolution::Failed)
+    }
+
+    /// The verification budget, from now.
+    pub fn budget(&self) -> Instant {
+        Instant::now() + self.budget
     }
 
     /// Runs the policy's verifiers on one digest: a verdict to cache, or an outcome that is
     /// not one (per-key error, transient failure).
     async fn verify_digest(
         &self,
-        client: &RegistryClient,
+        source: &dyn SignatureSource,
         image: &ImageRef,
         policy: &Policy,
         subject: &Descriptor,
         budget: Instant,
     ) -> Result<CachedVerdict, Outcome> {
-        let reference = image.to_string();
-        let digest = subject.digest.clone();
         let verifiers = self
             .verifiers
             .get(&policy.name)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let fetched = self
-            .fetch_signatures(client, image.repository(), subject, verifiers, budget)
-            .await;
-        let (cosign_sigs, notation_sigs) = match fetched {
-            Ok(f) => f,
-            Err(e) => return self.settle(image, &policy.name, &digest, e),
+        let repo = image.repository();
+        let fetched = signatures::fetch(
+            source,
+            repo,
+            subject,
+            verifiers,
+            self.bounds,
+            &self.metrics,
+            budget,
+        )
+        .await;
+        let candidates = match fetched {
+            Ok(c) => c,
+            Err(stop) => return self.settle(image, policy, &subject.digest, stop),
         };
-        let now = std::time::SystemTime::now();
+        let now = SystemTime::now();
         let target = notation::Target {
             digest: subject.digest.clone(),
             media_type: subject.media_type.clone(),
             size: subject.size,
         };
-        let mut checked_all: Vec<Checked> = Vec::new();
-        let mut results = Vec::new();
-        for v in verifiers {
-            let (format, checked): (SignatureFormat, Vec<Checked>) = match v {
-                LoadedVerifier::Cosign(keys) => (
-                    SignatureFormat::Cosign,
-                    cosign_sigs
-                        .iter()
-                        .map(|c| match c {
-                            Ok(c) => cosign::check(c, keys, &digest),
-                            Err(unusable) => unusable.clone(),
-                        })
-                        .collect(),
-                ),
-                LoadedVerifier::Notation(trust) => (
-                    SignatureFormat::Notation,
-                    notation_sigs
-                        .iter()
-                        .map(|c| match c {
-                            Ok((media_type, envelope)) => {
-                                notation::check(media_type, envelope, trust, &target, now)
-                            }
-                            Err(unusable) => unusable.clone(),
-                        })
-                        .collect(),
-                ),
-            };
-            results.push(match signatures_verdict(format.as_str(), &checked) {
-                Ok(()) => VerifierResult::Pass,
-                Err((code, reason)) => VerifierResult::Fail(code, reason),
-            });
-            checked_all.extend(checked);
-        }
-        let mut report = Report::failed(
-            &reference,
-            &policy.name,
-            VerdictCode::Unsigned,
-            String::new(),
-        );
-        report.digest = digest;
-        report.signatures = checked_all.iter().map(|c| c.report.clone()).collect();
-        let valid_until = checked_all
-            .iter()
-            .filter(|c| c.failure.is_none())
-            .filter_map(|c| c.valid_until)
-            .min();
-        match combine(policy.require, results) {
-            Ok(()) => {
-                report.verified = true;
-                report.code = VerdictCode::None;
-            }
-            Err((code, reason)) => {
-                report.code = code;
-                report.reason = reason;
-            }
-        }
+        let judged = signatures::judge(verifiers, policy.require, &candidates, &target, now);
+        let valid_until = judged.valid_until();
+        let mut report = match judged.verdict {
+            Ok(()) => Report::allowed(image, &policy.name),
+            Err(denial) => Report::failed(&image.to_string(), &policy.name, denial),
+        };
+        report.digest = subject.digest.clone();
+        report.signatures = judged.checked.into_iter().map(|c| c.report).collect();
         self.metrics.verification(if report.verified {
             VerificationOutcome::Verified
         } else {
@@ -436,216 +365,46 @@ impl VerifyEngine {
         Ok(CachedVerdict::new(report, ttl))
     }
 
-    /// Sorts a registry failure met while fetching signatures: a verdict is cached like
+    /// Sorts a registry failure that stopped signature discovery: a verdict is cached like
     /// any other failed verdict, anything else is handed back uncached.
     fn settle(
         &self,
         image: &ImageRef,
-        policy: &str,
+        policy: &Policy,
         digest: &str,
         e: RegistryError,
     ) -> Result<CachedVerdict, Outcome> {
+        if e.kind == ErrorKind::Transient
+            && let Some(client) = self.registries.get(image.registry())
+        {
+            client.health().note_transient();
+        }
         match classify(e) {
-            Failure::Verdict(code, reason) => {
+            Failure::Verdict(denial) => {
                 self.metrics.verification(VerificationOutcome::Failed);
-                let mut report = Report::failed(&image.to_string(), policy, code, reason);
+                let mut report = Report::failed(&image.to_string(), &policy.name, denial);
                 report.digest = digest.to_string();
-                let ttl = ttl_for(
-                    false,
-                    None,
-                    std::time::SystemTime::now(),
-                    &self.cache_config,
-                );
+                let ttl = ttl_for(false, None, SystemTime::now(), &self.cache_config);
                 Ok(CachedVerdict::new(report, ttl))
             }
-            Failure::Other(Outcome::Transient(why)) => {
-                self.metrics.verification(VerificationOutcome::Transient);
-                self.caches.note_transient(image.registry());
-                Err(Outcome::Transient(why))
-            }
-            Failure::Other(other) => {
-                self.metrics.verification(VerificationOutcome::Error);
-                Err(other)
+            Failure::Other(outcome) => {
+                self.metrics.verification(match outcome {
+                    Outcome::Transient(_) => VerificationOutcome::Transient,
+                    _ => VerificationOutcome::Error,
+                });
+                Err(outcome)
             }
         }
     }
+}
 
-    /// Fetches the signatures the policy's verifiers need: cosign signature layers and
-    /// Notary Project envelopes.
-    async fn fetch_signatures(
-        &self,
-        client: &RegistryClient,
-        repo: &str,
-        subject: &Descriptor,
-        verifiers: &[LoadedVerifier],
-        budget: Instant,
-    ) -> Result<
-        (
-            Vec<Fetched<cosign::Candidate>>,
-            Vec<Fetched<(String, Vec<u8>)>>,
-        ),
-        RegistryError,
-    > {
-        let wants = |f: fn(&LoadedVerifier) -> bool| verifiers.iter().any(f);
-        let cosign = if wants(|v| matches!(v, LoadedVerifier::Cosign(_))) {
-            self.cosign_candidates(client, repo, &subject.digest, budget)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let notation = if wants(|v| matches!(v, LoadedVerifier::Notation(_))) {
-            self.notation_envelopes(client, repo, subject, budget)
-                .await?
-        } else {
-            Vec::new()
-        };
-        Ok((cosign, notation))
-    }
-
-    /// The Notary Project envelopes that refer to `subject`, found through the referrers
-    /// API or its tag schema; each signature manifest is checked for shape (one envelope
-    /// layer, `subject` = the image) before its envelope is fetched. A referrers list, a
-    /// manifest or an envelope the registry serves unusable (over a limit, malformed,
-    /// missing, altered) is a failed candidate, never the end of the verification: one
-    /// junk referrer must not hide a valid signature beside it.
-    async fn notation_envelopes(
-        &self,
-        client: &RegistryClient,
-        repo: &str,
-        subject: &Descriptor,
-        budget: Instant,
-    ) -> Result<Vec<Fetched<(String, Vec<u8>)>>, RegistryError> {
-        const FORMAT: SignatureFormat = SignatureFormat::Notation;
-        let found = match client
-            .referrers(repo, &subject.digest, notation::ARTIFACT_TYPE, budget)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => return Ok(vec![Err(self.unusable_candidate(FORMAT, e)?)]),
-        };
-        self.note_over_limit(FORMAT, found.len());
-        let mut out = Vec::new();
-        for d in found.into_iter().take(self.max_signatures) {
-            let m = match client.manifest(repo, &d.digest, budget).await {
-                Ok(m) => m,
-                Err(e) => {
-                    out.push(Err(self.unusable_candidate(FORMAT, e)?));
-                    continue;
-                }
-            };
-            let layer = match notary_manifest(&m.bytes, &d.digest, &subject.digest) {
-                NotaryManifest::NotNotary => continue,
-                NotaryManifest::Unusable(why, code) => {
-                    self.metrics
-                        .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
-                    out.push(Err(Checked::failed(FORMAT.as_str(), "", code, why)));
-                    continue;
-                }
-                NotaryManifest::Envelope(layer) => layer,
-            };
-            match client
-                .blob(repo, &layer.digest, self.max_signature_bytes, budget)
-                .await
-            {
-                Ok(b) => out.push(Ok((layer.media_type.clone(), b.to_vec()))),
-                Err(e) => out.push(Err(self.unusable_candidate(FORMAT, e)?)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The cosign signature layers of `digest`, each with its payload fetched and checked
-    /// against its digest (`Err` holds the per-signature failure). No signature image →
-    /// empty. A signature image or payload the registry serves unusable is a failed
-    /// candidate, as for Notary Project signatures.
-    async fn cosign_candidates(
-        &self,
-        client: &RegistryClient,
-        repo: &str,
-        digest: &str,
-        budget: Instant,
-    ) -> Result<Vec<Fetched<cosign::Candidate>>, RegistryError> {
-        const FORMAT: SignatureFormat = SignatureFormat::Cosign;
-        let manifest = match client
-            .manifest(repo, &cosign::signature_tag(digest), budget)
-            .await
-        {
-            Ok(m) => m,
-            Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Ok(vec![Err(self.unusable_candidate(FORMAT, e)?)]),
-        };
-        let layers = match cosign_layers(&manifest.bytes) {
-            Ok(layers) => layers,
-            Err(e) => {
-                self.metrics
-                    .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
-                let why = format!(
-                    "signature manifest {} in {}/{repo} is not an OCI manifest: {e}",
-                    manifest.digest,
-                    client.host()
-                );
-                return Ok(vec![Err(Checked::failed(
-                    FORMAT.as_str(),
-                    "",
-                    VerdictCode::InvalidSignature,
-                    why,
-                ))]);
-            }
-        };
-        self.note_over_limit(FORMAT, layers.len());
-        let mut out = Vec::new();
-        for layer in layers.into_iter().take(self.max_signatures) {
-            let payload = client
-                .blob(
-                    repo,
-                    &layer.payload_digest,
-                    self.max_signature_bytes,
-                    budget,
-                )
-                .await;
-            out.push(match payload {
-                Ok(bytes) => Ok(cosign::Candidate {
-                    payload: bytes.to_vec(),
-                    signature_b64: layer.signature_b64,
-                }),
-                Err(e) => Err(self.unusable_candidate(FORMAT, e)?),
-            });
-        }
-        Ok(out)
-    }
-
-    /// A registry failure met while fetching one signature candidate. What the registry's
-    /// *content* decides (over a limit, malformed, missing, not matching its digest) makes
-    /// this candidate a failed one, counted; anything else (unavailable, credentials, TLS,
-    /// protocol) ends the verification, because no candidate can be trusted to be
-    /// complete then.
-    fn unusable_candidate(
-        &self,
-        format: SignatureFormat,
-        e: RegistryError,
-    ) -> Result<Checked, RegistryError> {
-        let (code, reason, why) = match e {
-            RegistryError::DigestMismatch(why) => {
-                (VerdictCode::DigestMismatch, SkipReason::DigestMismatch, why)
-            }
-            RegistryError::NotFound(why) => {
-                (VerdictCode::InvalidSignature, SkipReason::Missing, why)
-            }
-            RegistryError::Content(why) => {
-                (VerdictCode::InvalidSignature, SkipReason::Unreadable, why)
-            }
-            other => return Err(other),
-        };
-        self.metrics.signatures_skipped(format.as_str(), reason, 1);
-        Ok(Checked::failed(format.as_str(), "", code, why))
-    }
-
-    /// Counts the candidates beyond `limits.maxSignatures`, which are not examined.
-    fn note_over_limit(&self, format: SignatureFormat, found: usize) {
-        let over = found.saturating_sub(self.max_signatures);
-        self.metrics
-            .signatures_skipped(format.as_str(), SkipReason::OverLimit, over as u64);
-    }
+/// Why there is no resolution for an image.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// The registry is not to be asked now (backing off; no client): this outcome.
+    Unavailable(Outcome),
+    /// The registry's answer.
+    Failed(RegistryError),
 }
 
 /// A fingerprint of everything a verdict depends on besides the image: policies,
@@ -674,53 +433,46 @@ fn generation(config: &Config) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// `require: any` passes when one verifier passes (else the first failure); `all` when
-/// every one does (else the first failure). No verifier never passes.
-fn combine(require: Require, results: Vec<VerifierResult>) -> Result<(), (VerdictCode, String)> {
-    let passed = |r: &VerifierResult| matches!(r, VerifierResult::Pass);
-    let ok = match require {
-        Require::Any => results.iter().any(passed),
-        Require::All => !results.is_empty() && results.iter().all(passed),
-    };
-    if ok {
-        return Ok(());
-    }
-    Err(results
-        .into_iter()
-        .find_map(|r| match r {
-            VerifierResult::Fail(code, reason) => Some((code, reason)),
-            VerifierResult::Pass => None,
-        })
-        .unwrap_or((VerdictCode::Unsigned, "the policy has no verifier".into())))
-}
-
 /// A registry failure sorted into SPEC §1's classes.
-enum Failure {
-    /// The registry's answer settles the key: a failed verdict with this code and reason.
-    Verdict(VerdictCode, String),
+pub enum Failure {
+    /// The registry's answer settles the key: a failed verdict.
+    Verdict(Denial),
     /// A per-key error or a transient failure.
     Other(Outcome),
 }
 
-fn classify(e: RegistryError) -> Failure {
+/// Sorts a registry failure by who can cause it (docs/ARCHITECTURE.md): content is a
+/// verdict, availability is transient, the rest (credentials, TLS, protocol) a per-key
+/// error.
+pub fn classify(e: RegistryError) -> Failure {
     let error = |code, why| Failure::Other(Outcome::Error(KeyError::new(code, why)));
-    match e {
-        RegistryError::NotFound(why) => Failure::Verdict(VerdictCode::NotFound, why),
-        RegistryError::DigestMismatch(why) => Failure::Verdict(VerdictCode::DigestMismatch, why),
-        RegistryError::Auth(why) => error(ErrorCode::Auth, why),
-        RegistryError::Protocol(why) => error(ErrorCode::RegistryProtocol, why),
+    match e.kind {
+        ErrorKind::NotFound => {
+            Failure::Verdict(Denial::new(VerdictCode::NotFound, e.into_detail()))
+        }
+        ErrorKind::DigestMismatch => {
+            Failure::Verdict(Denial::new(VerdictCode::DigestMismatch, e.into_detail()))
+        }
         // The image's own manifest as served cannot be used: the pusher's doing.
-        RegistryError::Content(why) => Failure::Verdict(VerdictCode::InvalidImage, why),
-        RegistryError::Tls(why) => error(ErrorCode::RegistryTls, why),
-        RegistryError::Transient(why) => Failure::Other(Outcome::Transient(why)),
+        ErrorKind::Content => {
+            Failure::Verdict(Denial::new(VerdictCode::InvalidImage, e.into_detail()))
+        }
+        ErrorKind::Auth => error(ErrorCode::Auth, e.into_detail()),
+        ErrorKind::Protocol => error(ErrorCode::RegistryProtocol, e.into_detail()),
+        ErrorKind::Tls => error(ErrorCode::RegistryTls, e.into_detail()),
+        ErrorKind::Transient => Failure::Other(Outcome::Transient(e.into_detail())),
     }
 }
 
-/// A registry failure as the answer for `reference`.
-fn registry_outcome(e: RegistryError, reference: &str, policy: &str) -> Outcome {
+/// No resolution for `reference`, as the answer.
+fn registry_outcome(e: Resolution, reference: &str, policy: &str) -> Outcome {
+    let e = match e {
+        Resolution::Unavailable(outcome) => return outcome,
+        Resolution::Failed(e) => e,
+    };
     match classify(e) {
-        Failure::Verdict(code, reason) => {
-            Outcome::Value(Report::failed(reference, policy, code, reason).to_json())
+        Failure::Verdict(denial) => {
+            Outcome::Value(Report::failed(reference, policy, denial).to_json())
         }
         Failure::Other(outcome) => outcome,
     }
@@ -741,15 +493,8 @@ impl Engine for VerifyEngine {
     /// failed verdict, which the verification template denies in both modes.
     fn oversized(&self, key: &str, why: String) -> Outcome {
         let preview: String = key.chars().take(64).collect();
-        Outcome::Value(
-            Report::failed(
-                &format!("{preview}…"),
-                "",
-                VerdictCode::InvalidReference,
-                why,
-            )
-            .to_json(),
-        )
+        let denial = Denial::new(VerdictCode::InvalidReference, why);
+        Outcome::Value(Report::failed(&format!("{preview}…"), "", denial).to_json())
     }
 }
 
@@ -824,56 +569,33 @@ mod tests {
     /// by fail-open except the transient one.
     #[test]
     fn registry_failures_sort_into_the_outcome_classes() {
-        let class = |e: RegistryError| match classify(e) {
-            Failure::Verdict(code, _) => format!("verdict {}", serde_json::json!(code)),
+        let class = |kind| match classify(RegistryError::new("r.io", kind, "x")) {
+            Failure::Verdict(d) => format!("verdict {}", serde_json::json!(d.code)),
             Failure::Other(Outcome::Error(e)) => format!("error {}", e.code.as_str()),
             Failure::Other(Outcome::Transient(_)) => "transient".to_string(),
             Failure::Other(Outcome::Value(_)) => "value".to_string(),
         };
-        let why = || "x".to_string();
+        assert_eq!(class(ErrorKind::NotFound), "verdict \"not-found\"");
         assert_eq!(
-            class(RegistryError::NotFound(why())),
-            "verdict \"not-found\""
-        );
-        assert_eq!(
-            class(RegistryError::DigestMismatch(why())),
+            class(ErrorKind::DigestMismatch),
             "verdict \"digest-mismatch\""
         );
-        assert_eq!(
-            class(RegistryError::Content(why())),
-            "verdict \"invalid-image\""
-        );
-        assert_eq!(class(RegistryError::Auth(why())), "error auth");
-        assert_eq!(class(RegistryError::Tls(why())), "error registry-tls");
-        assert_eq!(
-            class(RegistryError::Protocol(why())),
-            "error registry-protocol"
-        );
-        assert_eq!(class(RegistryError::Transient(why())), "transient");
-    }
-
-    fn pass() -> VerifierResult {
-        VerifierResult::Pass
-    }
-    fn fail(code: VerdictCode) -> VerifierResult {
-        VerifierResult::Fail(code, "x".into())
+        assert_eq!(class(ErrorKind::Content), "verdict \"invalid-image\"");
+        assert_eq!(class(ErrorKind::Auth), "error auth");
+        assert_eq!(class(ErrorKind::Tls), "error registry-tls");
+        assert_eq!(class(ErrorKind::Protocol), "error registry-protocol");
+        assert_eq!(class(ErrorKind::Transient), "transient");
     }
 
     #[test]
-    fn require_any_and_all() {
-        use Require::{All, Any};
-        use VerdictCode::{Expired, UntrustedSigner};
-        assert!(combine(Any, vec![fail(UntrustedSigner), pass()]).is_ok());
-        assert_eq!(
-            combine(Any, vec![fail(UntrustedSigner)]).map_err(|e| e.0),
-            Err(UntrustedSigner)
-        );
-        assert!(combine(All, vec![pass(), pass()]).is_ok());
-        assert_eq!(
-            combine(All, vec![pass(), fail(Expired)]).map_err(|e| e.0),
-            Err(Expired)
-        );
-        assert!(combine(All, vec![]).is_err(), "no verifier never verifies");
-        assert!(combine(Any, vec![]).is_err(), "no verifier never verifies");
+    fn verified_verdicts_live_no_longer_than_what_made_them_valid() {
+        let c = CacheConfig::default();
+        let now = SystemTime::now();
+        assert_eq!(ttl_for(false, None, now, &c), c.failed_ttl.get());
+        assert_eq!(ttl_for(true, None, now, &c), c.verified_ttl.get());
+        let soon = now + Duration::from_secs(5);
+        assert_eq!(ttl_for(true, Some(soon), now, &c), Duration::from_secs(5));
+        let past = now - Duration::from_secs(5);
+        assert_eq!(ttl_for(true, Some(past), now, &c), Duration::ZERO);
     }
 }

@@ -32,7 +32,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{Checked, VerdictCode};
+use super::{Checked, SignatureFormat, VerdictCode};
 use crate::config::NotationVerifierConfig;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
@@ -83,6 +83,15 @@ pub enum TrustError {
 }
 
 impl NotationVerifier {
+    /// A verifier that trusts nothing (tests of discovery and combining).
+    #[cfg(test)]
+    pub fn empty() -> NotationVerifier {
+        NotationVerifier {
+            trust_store: Vec::new(),
+            identities: Vec::new(),
+        }
+    }
+
     pub fn load(config: &NotationVerifierConfig) -> Result<NotationVerifier, TrustError> {
         let mut trust_store = Vec::new();
         for path in &config.trust_store {
@@ -440,7 +449,7 @@ struct PayloadTarget {
 }
 
 fn fail(signer: &str, code: VerdictCode, detail: impl Into<String>) -> Checked {
-    Checked::failed("notation", signer, code, detail)
+    Checked::failed(SignatureFormat::Notation, signer, code, detail)
 }
 
 /// Checks one envelope for `target` against `verifier`, at time `now`.
@@ -553,7 +562,7 @@ pub fn check(
     }
     let leaf_expiry = at(validity.not_after);
     let valid_until = env.expiry.map_or(leaf_expiry, |e| e.min(leaf_expiry));
-    Checked::passed("notation", signer, NOT_CHECKED).until(Some(valid_until))
+    Checked::passed(SignatureFormat::Notation, signer, NOT_CHECKED).until(Some(valid_until))
 }
 
 /// The chain leads to the trust store: the leaf is a trusted certificate itself (a
@@ -637,7 +646,7 @@ mod tests {
         let manifest = std::fs::read(dir.join("oci-layout/blobs/sha256").join(&digest[7..]))
             .expect("manifest");
         // The layout's bytes really are what the index says.
-        assert_eq!(crate::registry::sha256_digest(&manifest), digest);
+        assert_eq!(crate::digest::sha256_digest(&manifest), digest);
         let target = Target {
             digest,
             media_type: desc["mediaType"].as_str().expect("mediaType").to_string(),

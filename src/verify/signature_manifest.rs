@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{VerdictCode, cosign, notation};
+use super::{Denial, VerdictCode, cosign, notation};
 use crate::registry::Descriptor;
 
 /// One cosign signature layer: the payload blob to fetch and the signature beside it.
@@ -51,8 +51,8 @@ pub fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
 pub enum NotaryManifest {
     /// Some other artifact (an SBOM, a cosign bundle): not a signature, ignored.
     NotNotary,
-    /// A Notary signature vouch cannot use, and the verdict code that says why.
-    Unusable(String, VerdictCode),
+    /// A Notary signature vouch cannot use, and why.
+    Unusable(Denial),
     /// A usable signature: the envelope blob and its media type (JWS or COSE).
     Envelope(Descriptor),
 }
@@ -75,10 +75,10 @@ pub fn notary_manifest(
         subject: Option<Descriptor>,
     }
     let Ok(sig) = serde_json::from_slice::<SigManifest>(bytes) else {
-        return NotaryManifest::Unusable(
-            format!("signature manifest {manifest_digest} is not an OCI manifest"),
+        return NotaryManifest::Unusable(Denial::new(
             VerdictCode::InvalidSignature,
-        );
+            format!("signature manifest {manifest_digest} is not an OCI manifest"),
+        ));
     };
     let is_notary = sig.artifact_type.as_deref() == Some(notation::ARTIFACT_TYPE)
         || sig.config.as_ref().map(|c| c.media_type.as_str()) == Some(notation::ARTIFACT_TYPE);
@@ -86,22 +86,22 @@ pub fn notary_manifest(
         return NotaryManifest::NotNotary;
     }
     if sig.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject_digest) {
-        return NotaryManifest::Unusable(
-            format!("signature manifest {manifest_digest} has another subject"),
+        return NotaryManifest::Unusable(Denial::new(
             VerdictCode::DigestMismatch,
-        );
+            format!("signature manifest {manifest_digest} has another subject"),
+        ));
     }
     let [layer] = sig.layers.as_slice() else {
-        return NotaryManifest::Unusable(
-            format!("signature manifest {manifest_digest} must have exactly one layer"),
+        return NotaryManifest::Unusable(Denial::new(
             VerdictCode::InvalidSignature,
-        );
+            format!("signature manifest {manifest_digest} must have exactly one layer"),
+        ));
     };
     if layer.media_type != notation::JWS && layer.media_type != notation::COSE {
-        return NotaryManifest::Unusable(
-            format!("envelope type {:?} is not supported", layer.media_type),
+        return NotaryManifest::Unusable(Denial::new(
             VerdictCode::InvalidSignature,
-        );
+            format!("envelope type {:?} is not supported", layer.media_type),
+        ));
     }
     NotaryManifest::Envelope(layer.clone())
 }
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn unusable_notary_manifests_say_why() {
         let code = |m: Vec<u8>| match notary_manifest(&m, "m", SUBJECT) {
-            NotaryManifest::Unusable(_, c) => Some(c),
+            NotaryManifest::Unusable(d) => Some(d.code),
             _ => None,
         };
         let other = "sha256:3333333333333333333333333333333333333333333333333333333333333333";

@@ -1,4 +1,8 @@
-//! The verification report: the `value` of a `/v1/verify` item (SPEC §2).
+//! What a verification concludes: the report that is the `value` of a `/v1/verify` item
+//! (SPEC §2), its codes, and the per-signature results the verifiers produce.
+//!
+//! A leaf: the verifiers, the caches and the command line all speak these types, so they
+//! live apart from any of them.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +28,22 @@ pub enum VerdictCode {
     InvalidImage,
 }
 
+/// Why something is not verified: the code and one human sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub code: VerdictCode,
+    pub reason: String,
+}
+
+impl Denial {
+    pub fn new(code: VerdictCode, reason: impl Into<String>) -> Denial {
+        Denial {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The signature formats vouch verifies, as reports and metrics name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureFormat {
@@ -32,6 +52,7 @@ pub enum SignatureFormat {
 }
 
 impl SignatureFormat {
+    /// The name in reports (`signatures[].format`) and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             SignatureFormat::Cosign => "cosign",
@@ -68,15 +89,16 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn failed(reference: &str, policy: &str, code: VerdictCode, reason: String) -> Report {
+    /// A failed verdict for `reference` under `policy`.
+    pub fn failed(reference: &str, policy: &str, denial: Denial) -> Report {
         Report {
             verified: false,
             reference: reference.to_string(),
             digest: String::new(),
             policy: policy.to_string(),
             signatures: Vec::new(),
-            code,
-            reason,
+            code: denial.code,
+            reason: denial.reason,
         }
     }
 
@@ -111,10 +133,11 @@ pub struct Checked {
 }
 
 impl Checked {
-    pub fn passed(format: &str, signer: String, detail: impl Into<String>) -> Checked {
+    /// A signature that vouches for the image.
+    pub fn passed(format: SignatureFormat, signer: String, detail: impl Into<String>) -> Checked {
         Checked {
             report: SignatureReport {
-                format: format.to_string(),
+                format: format.as_str().to_string(),
                 verified: true,
                 signer,
                 detail: detail.into(),
@@ -130,15 +153,16 @@ impl Checked {
         self
     }
 
+    /// A signature (or a candidate that turned out not to be one) that does not.
     pub fn failed(
-        format: &str,
+        format: SignatureFormat,
         signer: &str,
         code: VerdictCode,
         detail: impl Into<String>,
     ) -> Checked {
         Checked {
             report: SignatureReport {
-                format: format.to_string(),
+                format: format.as_str().to_string(),
                 verified: false,
                 signer: signer.to_string(),
                 detail: detail.into(),
@@ -152,7 +176,8 @@ impl Checked {
 /// The verdict of one verifier over every signature it checked: `Ok` if one vouches for the
 /// image, else the most telling failure — a trusted signature for another digest, then an
 /// expired one, then a malformed one, then an unattributable one; none at all → `unsigned`.
-pub fn signatures_verdict(format: &str, checked: &[Checked]) -> Result<(), (VerdictCode, String)> {
+pub fn signatures_verdict(format: SignatureFormat, checked: &[Checked]) -> Result<(), Denial> {
+    let format = format.as_str();
     if checked.iter().any(|c| c.failure.is_none()) {
         return Ok(());
     }
@@ -169,12 +194,17 @@ pub fn signatures_verdict(format: &str, checked: &[Checked]) -> Result<(), (Verd
         .min_by_key(|(f, _)| rank(*f))
         .map_or_else(
             || {
-                Err((
+                Err(Denial::new(
                     VerdictCode::Unsigned,
                     format!("no {format} signature found"),
                 ))
             },
-            |(code, detail)| Err((code, format!("no valid {format} signature: {detail}"))),
+            |(code, detail)| {
+                Err(Denial::new(
+                    code,
+                    format!("no valid {format} signature: {detail}"),
+                ))
+            },
         )
 }
 
@@ -187,8 +217,7 @@ mod tests {
         let r = Report::failed(
             "ghcr.io/a/b:1",
             "acme",
-            VerdictCode::UntrustedSigner,
-            "x".into(),
+            Denial::new(VerdictCode::UntrustedSigner, "x"),
         );
         let v: serde_json::Value = r.to_json().parse().expect("json");
         assert_eq!(

@@ -1,0 +1,238 @@
+//! The trust side of the config: registries (how to reach them) and policies (what they
+//! must prove). Each list checks itself ([`Problems`] collects what is wrong, with its
+//! path).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Problems, check_host};
+use crate::scope::ScopeEntry;
+
+/// Per-registry settings. A registry is contacted only if a policy scope names it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// `host` or `host:port`, as it appears in image references.
+    pub host: String,
+    #[serde(default)]
+    pub plain_http: bool,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// PEM CA bundle that replaces the system roots for this registry (private registries).
+    #[serde(default, rename = "caFile")]
+    pub ca_file: Option<PathBuf>,
+    /// Other hosts this registry may redirect to (blob storage such as
+    /// `pkg-containers.githubusercontent.com`); redirects anywhere else are refused.
+    #[serde(default)]
+    pub redirect_hosts: Vec<String>,
+}
+
+fn default_max_concurrency() -> usize {
+    16
+}
+
+impl RegistryConfig {
+    /// Settings of a registry a policy names without a `registries` entry.
+    pub fn defaults_for(host: &str) -> RegistryConfig {
+        RegistryConfig {
+            host: host.to_string(),
+            plain_http: false,
+            username: String::new(),
+            password_file: None,
+            docker_config: None,
+            max_concurrency: default_max_concurrency(),
+            ca_file: None,
+            redirect_hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    #[default]
+    Any,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Verify signatures with the policy's verifiers.
+    #[default]
+    Verify,
+    /// Admit without verification (verdict `verified: true`, no signatures).
+    Allow,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    pub name: String,
+    /// Parsed once, when the config is read; errors are reported by validation.
+    #[serde(default)]
+    pub scopes: Vec<ScopeEntry>,
+    #[serde(default)]
+    pub require: Require,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub verifiers: Vec<VerifierConfig>,
+}
+
+/// One verifier of a policy, written as a single-key map: `- cosign: {...}` or
+/// `- notation: {...}`. Parsed as a struct of optional fields (YAML libraries disagree on
+/// how externally tagged enums are spelled) and turned into [`Verifier`] by [`Self::kind`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifierConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosign: Option<CosignVerifierConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notation: Option<NotationVerifierConfig>,
+}
+
+/// A verifier, once exactly one kind was given.
+#[derive(Clone, Copy, Debug)]
+pub enum Verifier<'a> {
+    Cosign(&'a CosignVerifierConfig),
+    Notation(&'a NotationVerifierConfig),
+}
+
+impl VerifierConfig {
+    pub fn cosign(c: CosignVerifierConfig) -> Self {
+        VerifierConfig {
+            cosign: Some(c),
+            notation: None,
+        }
+    }
+
+    /// The verifier's kind; `None` unless exactly one kind is set (validation reports it).
+    pub fn kind(&self) -> Option<Verifier<'_>> {
+        match (&self.cosign, &self.notation) {
+            (Some(c), None) => Some(Verifier::Cosign(c)),
+            (None, Some(n)) => Some(Verifier::Notation(n)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CosignVerifierConfig {
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotationVerifierConfig {
+    #[serde(default)]
+    pub trust_store: Vec<PathBuf>,
+    #[serde(default)]
+    pub trusted_identities: Vec<String>,
+}
+
+/// Checks the `registries` list: hosts, no host twice, credentials given one way.
+pub(super) fn check_registries(registries: &[RegistryConfig], p: &mut Problems) {
+    let mut hosts = HashSet::new();
+    for (i, r) in registries.iter().enumerate() {
+        let at = format!("registries[{i}]");
+        if let Err(why) = check_host(&r.host) {
+            p.bad(format!("{at}.host"), why);
+        } else if !hosts.insert(r.host.to_ascii_lowercase()) {
+            p.bad(
+                format!("{at}.host"),
+                format!("registry {:?} is configured twice", r.host),
+            );
+        }
+        p.nonzero(&at, &[("maxConcurrency", r.max_concurrency)]);
+        if !r.username.is_empty() && r.password_file.is_none() {
+            p.bad(
+                format!("{at}.passwordFile"),
+                "required when username is set",
+            );
+        }
+        if !r.username.is_empty() && r.docker_config.is_some() {
+            p.bad(
+                format!("{at}.dockerConfig"),
+                "give either username/passwordFile or dockerConfig, not both",
+            );
+        }
+    }
+}
+
+/// Checks the `policies` list: names, scopes (parsed when the config was read; a scope
+/// belongs to one policy), and verifiers that fit the action.
+pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
+    let mut names = HashSet::new();
+    let mut scopes = HashSet::new();
+    for (i, pol) in policies.iter().enumerate() {
+        let at = format!("policies[{i}]");
+        if pol.name.trim().is_empty() {
+            p.bad(format!("{at}.name"), "must not be empty");
+        } else if !names.insert(pol.name.as_str()) {
+            p.bad(
+                format!("{at}.name"),
+                format!("policy name {:?} is used twice", pol.name),
+            );
+        }
+        if pol.scopes.is_empty() {
+            p.bad(format!("{at}.scopes"), "a policy needs at least one scope");
+        }
+        for (j, s) in pol.scopes.iter().enumerate() {
+            match s.scope() {
+                Err(why) => p.bad(format!("{at}.scopes[{j}]"), why.to_string()),
+                Ok(_) if !scopes.insert(s.text()) => p.bad(
+                    format!("{at}.scopes[{j}]"),
+                    format!("scope {:?} belongs to more than one policy", s.text()),
+                ),
+                Ok(_) => {}
+            }
+        }
+        match pol.action {
+            Action::Allow if !pol.verifiers.is_empty() => p.bad(
+                format!("{at}.verifiers"),
+                "a policy with action: allow takes no verifiers",
+            ),
+            Action::Verify if pol.verifiers.is_empty() => p.bad(
+                format!("{at}.verifiers"),
+                "a policy with action: verify needs at least one verifier",
+            ),
+            _ => {}
+        }
+        for (j, v) in pol.verifiers.iter().enumerate() {
+            let vat = format!("{at}.verifiers[{j}]");
+            match v.kind() {
+                None => p.bad(vat, "give exactly one of `cosign` or `notation`"),
+                Some(Verifier::Cosign(c)) if c.public_keys.is_empty() => p.bad(
+                    format!("{vat}.cosign.publicKeys"),
+                    "at least one public key is required",
+                ),
+                Some(Verifier::Notation(n)) => {
+                    if n.trust_store.is_empty() {
+                        p.bad(
+                            format!("{vat}.notation.trustStore"),
+                            "at least one certificate file is required",
+                        );
+                    }
+                    if n.trusted_identities.is_empty() {
+                        p.bad(
+                            format!("{vat}.notation.trustedIdentities"),
+                            "at least one identity (or \"*\") is required",
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! Finding an image's signatures and settling what they say, against a
+//! [`SignatureSource`] — the live registry client, or an in-memory double in the unit tests.
+//!
+//! [`fetch`] discovers the candidates each verifier needs: cosign's `sha256-<hex>.sig`
+//! signature image and its payloads, Notary Project signatures among the referrers. A
+//! candidate the registry serves unusable — over a size limit, not the document expected,
+//! missing, not hashing to its digest — is a failed candidate, counted, and the others are
+//! still examined: one junk layer must never hide a valid signature beside it, and nothing a
+//! pusher controls may end a verification with an error that fail-open would admit. Only
+//! the registry being unavailable, refusing credentials or TLS, or breaking the protocol
+//! ends it ([`Stop`]).
+//!
+//! [`judge`] is pure: each verifier checks the candidates with its trust material, and the
+//! policy's `require` combines the verifiers' verdicts.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
+use super::{cosign, notation};
+use crate::config::Require;
+use crate::metrics::{Metrics, SkipReason};
+use crate::registry::{Descriptor, ErrorKind, RegistryError, SignatureSource};
+use crate::verdict::{Checked, Denial, SignatureFormat, VerdictCode, signatures_verdict};
+
+/// A policy verifier with its trust material loaded.
+pub enum LoadedVerifier {
+    Cosign(Vec<cosign::PublicKey>),
+    Notation(notation::NotationVerifier),
+}
+
+impl LoadedVerifier {
+    fn format(&self) -> SignatureFormat {
+        match self {
+            LoadedVerifier::Cosign(_) => SignatureFormat::Cosign,
+            LoadedVerifier::Notation(_) => SignatureFormat::Notation,
+        }
+    }
+}
+
+/// A fetched candidate, or why it could not be used.
+type Candidate<T> = Result<T, Checked>;
+
+/// The candidates of every format the verifiers asked for.
+#[derive(Default)]
+pub struct Candidates {
+    pub cosign: Vec<Candidate<cosign::Candidate>>,
+    /// A Notary Project envelope and its media type (JWS or COSE).
+    pub notation: Vec<Candidate<(String, Vec<u8>)>>,
+}
+
+/// The bounds of discovery (`limits.maxSignatures`, `limits.maxSignatureBytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_signatures: usize,
+    pub max_signature_bytes: usize,
+}
+
+/// Why discovery stopped: a registry failure that is not the content's doing.
+pub type Stop = RegistryError;
+
+/// Fetches the candidates `verifiers` need for `subject` in `repo`.
+pub async fn fetch(
+    source: &dyn SignatureSource,
+    repo: &str,
+    subject: &Descriptor,
+    verifiers: &[LoadedVerifier],
+    bounds: Bounds,
+    metrics: &Metrics,
+    budget: Instant,
+) -> Result<Candidates, Stop> {
+    let wants = |f: SignatureFormat| verifiers.iter().any(|v| v.format() == f);
+    let discovery = Discovery {
+        source,
+        repo,
+        bounds,
+        metrics,
+        budget,
+    };
+    let mut out = Candidates::default();
+    if wants(SignatureFormat::Cosign) {
+        out.cosign = discovery.cosign(&subject.digest).await?;
+    }
+    if wants(SignatureFormat::Notation) {
+        out.notation = discovery.notation(subject).await?;
+    }
+    Ok(out)
+}
+
+/// One image's discovery: where, within which bounds, counted where.
+struct Discovery<'a> {
+    source: &'a dyn SignatureSource,
+    repo: &'a str,
+    bounds: Bounds,
+    metrics: &'a Metrics,
+    budget: Instant,
+}
+
+impl Discovery<'_> {
+    /// The cosign signature layers of `digest`, each with its payload fetched and checked
+    /// against its digest. No signature image → none.
+    async fn cosign(&self, digest: &str) -> Result<Vec<Candidate<cosign::Candidate>>, Stop> {
+        const FORMAT: SignatureFormat = SignatureFormat::Cosign;
+        let manifest = match self
+            .source
+            .manifest(self.repo, &cosign::signature_tag(digest), self.budget)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Ok(vec![Err(self.unusable(FORMAT, e)?)]),
+        };
+        let layers = match cosign_layers(&manifest.bytes) {
+            Ok(layers) => layers,
+            Err(e) => {
+                self.metrics
+                    .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
+                let why = format!(
+                    "signature manifest {} in {}/{} is not an OCI manifest: {e}",
+                    manifest.digest,
+                    self.source.host(),
+                    self.repo
+                );
+                return Ok(vec![Err(Checked::failed(
+                    FORMAT,
+                    "",
+                    VerdictCode::InvalidSignature,
+                    why,
+                ))]);
+            }
+        };
+        self.note_over_limit(FORMAT, layers.len());
+        let mut out = Vec::new();
+        for layer in layers.into_iter().take(self.bounds.max_signatures) {
+            let payload = self
+                .source
+                .blob(
+                    self.repo,
+                    &layer.payload_digest,
+                    self.bounds.max_signature_bytes,
+                    self.budget,
+                )
+                .await;
+            out.push(match payload {
+                Ok(bytes) => Ok(cosign::Candidate {
+                    payload: bytes.to_vec(),
+                    signature_b64: layer.signature_b64,
+                }),
+                Err(e) => Err(self.unusable(FORMAT, e)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The Notary Project envelopes that refer to `subject`; each signature manifest is
+    /// checked for shape (one envelope layer, `subject` = the image) before its envelope
+    /// is fetched.
+    async fn notation(
+        &self,
+        subject: &Descriptor,
+    ) -> Result<Vec<Candidate<(String, Vec<u8>)>>, Stop> {
+        const FORMAT: SignatureFormat = SignatureFormat::Notation;
+        let found = match self
+            .source
+            .referrers(
+                self.repo,
+                &subject.digest,
+                notation::ARTIFACT_TYPE,
+                self.budget,
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Ok(vec![Err(self.unusable(FORMAT, e)?)]),
+        };
+        self.note_over_limit(FORMAT, found.len());
+        let mut out = Vec::new();
+        for d in found.into_iter().take(self.bounds.max_signatures) {
+            let m = match self
+                .source
+                .manifest(self.repo, &d.digest, self.budget)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    out.push(Err(self.unusable(FORMAT, e)?));
+                    continue;
+                }
+            };
+            let layer = match notary_manifest(&m.bytes, &d.digest, &subject.digest) {
+                NotaryManifest::NotNotary => continue,
+                NotaryManifest::Unusable(denial) => {
+                    self.metrics
+                        .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
+                    out.push(Err(Checked::failed(FORMAT, "", denial.code, denial.reason)));
+                    continue;
+                }
+                NotaryManifest::Envelope(layer) => layer,
+            };
+            let envelope = self
+                .source
+                .blob(
+                    self.repo,
+                    &layer.digest,
+                    self.bounds.max_signature_bytes,
+                    self.budget,
+                )
+                .await;
+            out.push(match envelope {
+                Ok(b) => Ok((layer.media_type.clone(), b.to_vec())),
+                Err(e) => Err(self.unusable(FORMAT, e)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A registry failure met while fetching one candidate. What the registry's *content*
+    /// decides (over a limit, malformed, missing, not matching its digest) makes this
+    /// candidate a failed one, counted; anything else ends the discovery, because no
+    /// candidate can be trusted to be complete then.
+    fn unusable(&self, format: SignatureFormat, e: RegistryError) -> Result<Checked, Stop> {
+        let (code, reason) = match e.kind {
+            ErrorKind::DigestMismatch => (VerdictCode::DigestMismatch, SkipReason::DigestMismatch),
+            ErrorKind::NotFound => (VerdictCode::InvalidSignature, SkipReason::Missing),
+            ErrorKind::Content => (VerdictCode::InvalidSignature, SkipReason::Unreadable),
+            _ => return Err(e),
+        };
+        self.metrics.signatures_skipped(format.as_str(), reason, 1);
+        Ok(Checked::failed(format, "", code, e.into_detail()))
+    }
+
+    /// Counts the candidates beyond `limits.maxSignatures`, which are not examined.
+    fn note_over_limit(&self, format: SignatureFormat, found: usize) {
+        let over = found.saturating_sub(self.bounds.max_signatures);
+        self.metrics
+            .signatures_skipped(format.as_str(), SkipReason::OverLimit, over as u64);
+    }
+}
+
+/// What the verifiers concluded about one image.
+#[derive(Debug)]
+pub struct Judgement {
+    /// `Ok` when the policy's `require` is met, else the denial that explains it.
+    pub verdict: Result<(), Denial>,
+    /// Every candidate as each verifier saw it, in verifier order.
+    pub checked: Vec<Checked>,
+}
+
+impl Judgement {
+    /// When the earliest passing signature stops vouching (a certificate's notAfter, an
+    /// envelope's expiry): caps how long the verdict may be cached.
+    pub fn valid_until(&self) -> Option<SystemTime> {
+        self.checked
+            .iter()
+            .filter(|c| c.failure.is_none())
+            .filter_map(|c| c.valid_until)
+            .min()
+    }
+}
+
+/// Checks every candidate with each verifier's trust material (pure) and combines the
+/// verifiers' verdicts by `require`. `target` is the image as a Notary payload names it.
+pub fn judge(
+    verifiers: &[LoadedVerifier],
+    require: Require,
+    candidates: &Candidates,
+    target: &notation::Target,
+    now: SystemTime,
+) -> Judgement {
+    let mut checked = Vec::new();
+    let mut verdicts = Vec::new();
+    for v in verifiers {
+        let seen: Vec<Checked> = match v {
+            LoadedVerifier::Cosign(keys) => candidates
+                .cosign
+                .iter()
+                .map(|c| match c {
+                    Ok(c) => cosign::check(c, keys, &target.digest),
+                    Err(unusable) => unusable.clone(),
+                })
+                .collect(),
+            LoadedVerifier::Notation(trust) => candidates
+                .notation
+                .iter()
+                .map(|c| match c {
+                    Ok((media_type, envelope)) => {
+                        notation::check(media_type, envelope, trust, target, now)
+                    }
+                    Err(unusable) => unusable.clone(),
+                })
+                .collect(),
+        };
+        verdicts.push(signatures_verdict(v.format(), &seen));
+        checked.extend(seen);
+    }
+    Judgement {
+        verdict: combine(require, verdicts),
+        checked,
+    }
+}
+
+/// `require: any` passes when one verifier passes (else the first failure); `all` when
+/// every one does (else the first failure). No verifier never passes.
+pub fn combine(require: Require, verdicts: Vec<Result<(), Denial>>) -> Result<(), Denial> {
+    let ok = match require {
+        Require::Any => verdicts.iter().any(Result::is_ok),
+        Require::All => !verdicts.is_empty() && verdicts.iter().all(Result::is_ok),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(verdicts
+        .into_iter()
+        .find_map(Result::err)
+        .unwrap_or_else(|| Denial::new(VerdictCode::Unsigned, "the policy has no verifier")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::digest::sha256_digest;
+    use crate::registry::Manifest;
+
+    /// A registry in memory: manifests by tag or digest, blobs by digest, referrers by
+    /// subject; `fail` makes every request of a path fail with a kind. Records what was
+    /// asked, so tests see what discovery fetched.
+    #[derive(Default)]
+    struct Memory {
+        manifests: HashMap<String, Vec<u8>>,
+        blobs: HashMap<String, Vec<u8>>,
+        referrers: HashMap<String, Result<Vec<Descriptor>, ErrorKind>>,
+        fail: HashMap<String, ErrorKind>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Memory {
+        fn error(&self, kind: ErrorKind, what: &str) -> RegistryError {
+            RegistryError::new("mem.io", kind, format!("{what}: {kind:?}"))
+        }
+
+        fn put_blob(&mut self, bytes: &[u8]) -> String {
+            let d = sha256_digest(bytes);
+            self.blobs.insert(d.clone(), bytes.to_vec());
+            d
+        }
+    }
+
+    impl SignatureSource for Memory {
+        fn host(&self) -> &str {
+            "mem.io"
+        }
+
+        fn resolve<'a>(
+            &'a self,
+            _: &'a str,
+            reference: &'a str,
+            _: Instant,
+        ) -> BoxFuture<'a, Result<Descriptor, RegistryError>> {
+            Box::pin(async move { Err(self.error(ErrorKind::NotFound, reference)) })
+        }
+
+        fn referrers<'a>(
+            &'a self,
+            _: &'a str,
+            digest: &'a str,
+            _: &'a str,
+            _: Instant,
+        ) -> BoxFuture<'a, Result<Vec<Descriptor>, RegistryError>> {
+            self.asked
+                .lock()
+                .expect("lock")
+                .push(format!("referrers {digest}"));
+            let r = match self.referrers.get(digest) {
+                Some(Ok(found)) => Ok(found.clone()),
+                Some(Err(kind)) => Err(self.error(*kind, "referrers")),
+                None => Ok(Vec::new()),
+            };
+            Box::pin(async move { r })
+        }
+
+        fn manifest<'a>(
+            &'a self,
+            _: &'a str,
+            reference: &'a str,
+            _: Instant,
+        ) -> BoxFuture<'a, Result<Manifest, RegistryError>> {
+            self.asked
+                .lock()
+                .expect("lock")
+                .push(format!("manifest {reference}"));
+            let r = match (self.fail.get(reference), self.manifests.get(reference)) {
+                (Some(kind), _) => Err(self.error(*kind, reference)),
+                (None, Some(bytes)) => Ok(Manifest {
+                    digest: sha256_digest(bytes),
+                    media_type: crate::registry::OCI_MANIFEST.into(),
+                    bytes: Bytes::from(bytes.clone()),
+                }),
+                (None, None) => Err(self.error(ErrorKind::NotFound, reference)),
+            };
+            Box::pin(async move { r })
+        }
+
+        fn blob<'a>(
+            &'a self,
+            _: &'a str,
+            digest: &'a str,
+            max: usize,
+            _: Instant,
+        ) -> BoxFuture<'a, Result<Bytes, RegistryError>> {
+            self.asked
+                .lock()
+                .expect("lock")
+                .push(format!("blob {digest}"));
+            let r = match (self.fail.get(digest), self.blobs.get(digest)) {
+                (Some(kind), _) => Err(self.error(*kind, digest)),
+                (None, Some(b)) if b.len() > max => Err(self.error(ErrorKind::Content, digest)),
+                (None, Some(b)) => Ok(Bytes::from(b.clone())),
+                (None, None) => Err(self.error(ErrorKind::NotFound, digest)),
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    const SUBJECT: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn subject() -> Descriptor {
+        Descriptor {
+            media_type: crate::registry::OCI_MANIFEST.into(),
+            digest: SUBJECT.into(),
+            size: 100,
+            artifact_type: None,
+        }
+    }
+
+    /// A cosign signature image of `layers` (payload digest, signature), at the tag.
+    fn cosign_image(mem: &mut Memory, layers: &[(String, &str)]) {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(d, sig)| {
+                serde_json::json!({"mediaType": cosign::SIMPLE_SIGNING, "digest": d, "size": 1,
+                    "annotations": {cosign::SIGNATURE_ANNOTATION: sig}})
+            })
+            .collect();
+        let m = serde_json::json!({"schemaVersion": 2, "layers": layers}).to_string();
+        mem.manifests
+            .insert(cosign::signature_tag(SUBJECT), m.into_bytes());
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            max_signatures: 3,
+            max_signature_bytes: 64,
+        }
+    }
+
+    async fn cosign_candidates(mem: &Memory, metrics: &Metrics) -> Result<Candidates, Stop> {
+        let verifiers = [LoadedVerifier::Cosign(Vec::new())];
+        let budget = Instant::now() + Duration::from_secs(1);
+        fetch(
+            mem,
+            "acme/app",
+            &subject(),
+            &verifiers,
+            bounds(),
+            metrics,
+            budget,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn junk_beside_a_candidate_is_a_failed_candidate_and_the_rest_are_fetched() {
+        let mut mem = Memory::default();
+        let good = mem.put_blob(b"payload");
+        let big = mem.put_blob(&[b'x'; 100]);
+        let missing = sha256_digest(b"never pushed");
+        cosign_image(
+            &mut mem,
+            &[(big, "AAAA"), (missing, "AAAA"), (good.clone(), "c2ln")],
+        );
+        let metrics = Metrics::new();
+        let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
+        assert_eq!(c.cosign.len(), 3);
+        assert!(matches!(&c.cosign[0], Err(f) if f.failure == Some(VerdictCode::InvalidSignature)));
+        assert!(matches!(&c.cosign[1], Err(f) if f.failure == Some(VerdictCode::InvalidSignature)));
+        match &c.cosign[2] {
+            Ok(cand) => assert_eq!(cand.payload, b"payload"),
+            Err(f) => panic!("the good payload was fetched: {f:?}"),
+        }
+        let text = metrics.encode();
+        for reason in ["unreadable", "missing"] {
+            assert!(
+                text.contains(&format!(
+                    "vouch_signature_candidates_skipped_total{{format=\"cosign\",reason=\"{reason}\"}} 1"
+                )),
+                "{reason}: {text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn candidates_beyond_the_limit_are_counted_and_not_fetched() {
+        let mut mem = Memory::default();
+        let layers: Vec<(String, &str)> = (0..5)
+            .map(|i| (mem.put_blob(format!("p{i}").as_bytes()), "AAAA"))
+            .collect();
+        let last = layers[4].0.clone();
+        cosign_image(&mut mem, &layers);
+        let metrics = Metrics::new();
+        let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
+        assert_eq!(c.cosign.len(), 3, "limits.maxSignatures");
+        let asked = mem.asked.lock().expect("lock").clone();
+        assert!(!asked.contains(&format!("blob {last}")), "{asked:?}");
+        assert!(metrics.encode().contains(
+            "vouch_signature_candidates_skipped_total{format=\"cosign\",reason=\"over_limit\"} 2"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unusable_signature_image_is_one_failed_candidate_and_none_is_unsigned() {
+        let metrics = Metrics::new();
+        let mut mem = Memory::default();
+        let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
+        assert!(c.cosign.is_empty(), "no .sig tag: no candidate");
+        mem.fail
+            .insert(cosign::signature_tag(SUBJECT), ErrorKind::Content);
+        let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
+        assert_eq!(c.cosign.len(), 1);
+        assert!(c.cosign[0].is_err());
+        mem.fail
+            .insert(cosign::signature_tag(SUBJECT), ErrorKind::DigestMismatch);
+        let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
+        assert!(matches!(&c.cosign[0], Err(f) if f.failure == Some(VerdictCode::DigestMismatch)));
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_or_refusing_registry_stops_discovery() {
+        for kind in [
+            ErrorKind::Transient,
+            ErrorKind::Auth,
+            ErrorKind::Tls,
+            ErrorKind::Protocol,
+        ] {
+            let mut mem = Memory::default();
+            let good = mem.put_blob(b"payload");
+            cosign_image(&mut mem, &[(good.clone(), "c2ln")]);
+            mem.fail.insert(good, kind);
+            let stopped = cosign_candidates(&mem, &Metrics::new()).await;
+            assert_eq!(stopped.err().map(|e| e.kind), Some(kind));
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_referrers_are_a_failed_notation_candidate() {
+        let mut mem = Memory::default();
+        mem.referrers
+            .insert(SUBJECT.into(), Err(ErrorKind::Content));
+        let budget = Instant::now() + Duration::from_secs(1);
+        let verifiers = [LoadedVerifier::Notation(notation::NotationVerifier::empty())];
+        let c = fetch(
+            &mem,
+            "r",
+            &subject(),
+            &verifiers,
+            bounds(),
+            &Metrics::new(),
+            budget,
+        )
+        .await
+        .expect("no stop");
+        assert_eq!(c.notation.len(), 1);
+        assert!(c.notation[0].is_err());
+        assert!(c.cosign.is_empty(), "cosign not asked for");
+        let asked = mem.asked.lock().expect("lock").clone();
+        assert_eq!(asked, vec![format!("referrers {SUBJECT}")]);
+    }
+
+    fn pass() -> Result<(), Denial> {
+        Ok(())
+    }
+    fn fail(code: VerdictCode) -> Result<(), Denial> {
+        Err(Denial::new(code, "x"))
+    }
+
+    #[test]
+    fn require_any_and_all() {
+        use Require::{All, Any};
+        use VerdictCode::{Expired, UntrustedSigner};
+        assert!(combine(Any, vec![fail(UntrustedSigner), pass()]).is_ok());
+        assert_eq!(
+            combine(Any, vec![fail(UntrustedSigner)]).map_err(|e| e.code),
+            Err(UntrustedSigner)
+        );
+        assert!(combine(All, vec![pass(), pass()]).is_ok());
+        assert_eq!(
+            combine(All, vec![pass(), fail(Expired)]).map_err(|e| e.code),
+            Err(Expired)
+        );
+        assert!(combine(All, vec![]).is_err(), "no verifier never verifies");
+        assert!(combine(Any, vec![]).is_err(), "no verifier never verifies");
+    }
+
+    #[test]
+    fn a_judgement_takes_each_verifiers_verdict() {
+        // A cosign verifier without keys and one junk candidate: invalid-signature; a
+        // Notary verifier with no candidate: unsigned; `all` explains by the first.
+        let candidates = Candidates {
+            cosign: vec![Err(Checked::failed(
+                SignatureFormat::Cosign,
+                "",
+                VerdictCode::InvalidSignature,
+                "junk",
+            ))],
+            notation: Vec::new(),
+        };
+        let target = notation::Target {
+            digest: SUBJECT.into(),
+            media_type: crate::registry::OCI_MANIFEST.into(),
+            size: 100,
+        };
+        let verifiers = [
+            LoadedVerifier::Cosign(Vec::new()),
+            LoadedVerifier::Notation(notation::NotationVerifier::empty()),
+        ];
+        let j = judge(
+            &verifiers,
+            Require::All,
+            &candidates,
+            &target,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            j.verdict.as_ref().map_err(|d| d.code),
+            Err(VerdictCode::InvalidSignature)
+        );
+        assert_eq!(j.checked.len(), 1);
+        assert_eq!(j.valid_until(), None);
+        let j = judge(
+            &verifiers[1..],
+            Require::Any,
+            &candidates,
+            &target,
+            SystemTime::now(),
+        );
+        assert_eq!(j.verdict.map_err(|d| d.code), Err(VerdictCode::Unsigned));
+    }
+}
