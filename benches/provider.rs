@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use support::layout::{fixture, fixtures_dir, push_layout};
 use support::redis::RedisServer;
-use support::registry::{CosignKey, Pusher, Registry, push_cosign_signatures};
+use support::registry::{CosignKey, Pusher, Registry, push_signed};
 use support::*;
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
@@ -206,9 +206,7 @@ async fn signed_registry(dir: &Path, n: usize) -> (Registry, std::path::PathBuf,
     let repo = "acme/bench";
     let mut keys = Vec::new();
     for i in 0..n {
-        let image = pusher.push_image(repo, &format!("v{i}")).await;
-        let sig = key.sign_image(&format!("{}/{repo}", registry.host), &image.digest);
-        push_cosign_signatures(&pusher, repo, &image.digest, &[sig]).await;
+        push_signed(&pusher, &key, &registry.host, repo, &format!("v{i}")).await;
         keys.push(format!("{}/{repo}:v{i}", registry.host));
     }
     (registry, key_file, keys)

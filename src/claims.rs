@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::protocol::Json;
-use crate::redis::Redis;
+use crate::redis::{Redis, RedisError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,20 +43,44 @@ pub struct ClaimKey {
 }
 
 impl ClaimKey {
-    pub fn parse(key: &str) -> Result<ClaimKey, String> {
-        let k: ClaimKey = serde_json::from_str(key).map_err(|e| format!("not a claim key: {e}"))?;
+    /// Parses a claim key (SPEC §5).
+    pub fn parse(key: &str) -> Result<ClaimKey, ClaimKeyError> {
+        let k: ClaimKey =
+            serde_json::from_str(key).map_err(|e| ClaimKeyError::NotAClaim(e.to_string()))?;
         for (name, v) in [
             ("scope", &k.scope),
             ("value", &k.value),
             ("owner", &k.owner),
         ] {
             if v.is_empty() {
-                return Err(format!("{name} must not be empty"));
+                return Err(ClaimKeyError::Empty(name));
             }
         }
         Ok(k)
     }
 }
+
+/// Why a key is not a claim key: the text of the per-key `invalid-claim:` error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimKeyError {
+    #[error("not a claim key: {0}")]
+    NotAClaim(String),
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+}
+
+/// Why a store could not decide a claim: a transient failure (`systemError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("claim store poisoned")]
+    Poisoned,
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error("claim store answered after the caller's deadline; nothing was written")]
+    TooLate,
+}
+
+impl ClaimKey {}
 
 /// The value of a claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +99,7 @@ pub trait ClaimStore: Send + Sync + 'static {
         &'a self,
         key: &'a ClaimKey,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<ClaimResult, String>>;
+    ) -> BoxFuture<'a, Result<ClaimResult, StoreError>>;
 }
 
 fn seconds(d: Duration) -> u64 {
@@ -89,11 +113,8 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    fn decide_now(&self, key: &ClaimKey, ttl: Duration) -> Result<ClaimResult, String> {
-        let mut held = self
-            .held
-            .lock()
-            .map_err(|_| "claim store poisoned".to_string())?;
+    fn decide_now(&self, key: &ClaimKey, ttl: Duration) -> Result<ClaimResult, StoreError> {
+        let mut held = self.held.lock().map_err(|_| StoreError::Poisoned)?;
         let now = Instant::now();
         // Expired claims are dropped when the map has grown, not by a background sweep.
         if held.len() > 1024 && held.len().is_power_of_two() {
@@ -134,7 +155,7 @@ impl ClaimStore for MemoryStore {
         &'a self,
         key: &'a ClaimKey,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<ClaimResult, String>> {
+    ) -> BoxFuture<'a, Result<ClaimResult, StoreError>> {
         let r = self.decide_now(key, ttl);
         async move { r }.boxed()
     }
@@ -189,7 +210,7 @@ impl ClaimStore for RedisStore {
         &'a self,
         key: &'a ClaimKey,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<ClaimResult, String>> {
+    ) -> BoxFuture<'a, Result<ClaimResult, StoreError>> {
         async move {
             let mode = match key.mode {
                 Mode::Claim => "claim",
@@ -210,12 +231,9 @@ impl ClaimStore for RedisStore {
                         .invoke_async::<(i64, String, i64)>(&mut conn)
                         .await
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if granted < 0 {
-                return Err(
-                    "claim store answered after the caller's deadline; nothing was written".into(),
-                );
+                return Err(StoreError::TooLate);
             }
             Ok(ClaimResult {
                 granted: granted == 1,
@@ -238,7 +256,9 @@ impl Engine for ClaimsEngine {
         async move {
             let claim = match ClaimKey::parse(key) {
                 Ok(c) => c,
-                Err(why) => return Outcome::Error(KeyError::new(ErrorCode::InvalidClaim, why)),
+                Err(why) => {
+                    return Outcome::Error(KeyError::new(ErrorCode::InvalidClaim, why.to_string()));
+                }
             };
             match self.store.decide(&claim, self.ttl).await {
                 Ok(result) => Outcome::Value(Json::new(&result)),

@@ -15,7 +15,7 @@ use support::world::World;
 use support::*;
 
 async fn metric(v: &Vouch, name: &str) -> f64 {
-    metric_value(&ops_get(v.running.ops_addr, "/metrics").await.text(), name)
+    v.metric(name).await
 }
 
 const VERIFIED: &str = "vouch_verifications_total{outcome=\"verified\"}";

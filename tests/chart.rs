@@ -21,7 +21,9 @@
 //!
 //! `tests/chart_run.rs` runs what the chart renders (its Redis, two vouch replicas).
 
-mod helm;
+mod support;
+
+use support::helm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};

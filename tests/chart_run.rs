@@ -13,7 +13,6 @@
 //! - A granted claim survives a Redis crash and restart: another owner is still refused.
 //! - The chart refuses to render two replicas with the uniqueness policy and no shared Redis.
 
-mod helm;
 mod support;
 
 use std::net::SocketAddr;
@@ -23,8 +22,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use helm::redis::{ChartRedis, Reply};
-use helm::{NAMESPACE, Rendered};
+use support::helm::{self, ChartRedis, NAMESPACE, Rendered};
+use support::redis::{Resp, command_at, reply};
 use support::{Conn, Pki, Served, provider_request, wait_ready};
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
@@ -34,15 +33,15 @@ const RACES: usize = 200;
 /// slow the other's bursts past Redis's call budget.
 static REPLICAS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[test]
-fn the_charts_redis_requires_its_password_and_keeps_writes_across_a_crash() {
+#[tokio::test]
+async fn the_charts_redis_requires_its_password_and_keeps_writes_across_a_crash() {
     let r = helm::render(json!({}));
     let mut redis = ChartRedis::start(&r);
     // The settings in effect, as Redis reports them.
-    assert_eq!(redis.config_get("appendonly"), "yes");
-    assert_eq!(redis.config_get("appendfsync"), "always");
-    assert_eq!(redis.config_get("maxmemory-policy"), "noeviction");
-    assert_eq!(redis.config_get("save"), "", "no RDB snapshots");
+    assert_eq!(redis.config_get("appendonly").await, "yes");
+    assert_eq!(redis.config_get("appendfsync").await, "always");
+    assert_eq!(redis.config_get("maxmemory-policy").await, "noeviction");
+    assert_eq!(redis.config_get("save").await, "", "no RDB snapshots");
     let values: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(helm::chart().join("values.yaml")).expect("values.yaml"),
     )
@@ -54,30 +53,36 @@ fn the_charts_redis_requires_its_password_and_keeps_writes_across_a_crash() {
         .strip_suffix("mb")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("redis.maxMemory {max_memory:?} is not NNNmb"));
-    assert_eq!(redis.config_get("maxmemory"), (mb << 20).to_string());
+    assert_eq!(redis.config_get("maxmemory").await, (mb << 20).to_string());
 
     // No password, a wrong one: refused.
-    match redis.command(&["SET", "k", "v"], false) {
-        Reply::Error(e) if e.starts_with("NOAUTH") => {}
+    let addr = redis.server.addr;
+    let raw = command_at(addr, None, &["SET", "k", "v"])
+        .await
+        .expect("answered");
+    match reply(&raw) {
+        Resp::Error(e) if e.starts_with("NOAUTH") => {}
         other => panic!("SET without AUTH: {other:?}"),
     }
-    let password = std::mem::replace(&mut redis.password, "not-the-password".into());
     assert!(
-        redis.try_command(&["PING"], true).is_err(),
+        command_at(addr, Some("not-the-password"), &["PING"])
+            .await
+            .is_err(),
         "a wrong password is refused"
     );
-    redis.password = password;
 
     // An acknowledged write survives SIGKILL and a restart on the same files.
-    assert_eq!(
-        redis.command(&["SET", "vouch:claim:v1:test", "default/web-1"], true),
-        Reply::Simple("OK".into())
-    );
+    let set = redis
+        .server
+        .command(&["SET", "vouch:claim:v1:test", "default/web-1"])
+        .await;
+    assert_eq!(reply(&set), Resp::Simple("OK".into()));
     redis.kill();
     redis.restart();
+    let got = redis.server.command(&["GET", "vouch:claim:v1:test"]).await;
     assert_eq!(
-        redis.command(&["GET", "vouch:claim:v1:test"], true),
-        Reply::Bulk(Some("default/web-1".into())),
+        reply(&got),
+        Resp::Bulk(Some(b"default/web-1".to_vec())),
         "the write was lost across the restart:\n{}",
         redis.log()
     );

@@ -63,10 +63,7 @@ impl Setup {
 
     /// Pushes an image and signs it with `key` (cosign's tag scheme).
     async fn signed_image(&self, repo: &str, tag: &str, key: &CosignKey) -> Image {
-        let image = self.pusher.push_image(repo, tag).await;
-        let sig = key.sign_image(&format!("{}/{repo}", self.registry.host), &image.digest);
-        push_cosign_signatures(&self.pusher, repo, &image.digest, &[sig]).await;
-        image
+        push_signed(&self.pusher, key, &self.registry.host, repo, tag).await
     }
 
     /// The value (verdict) for one key; panics on a per-key error or system error.

@@ -302,9 +302,7 @@ async fn registry_faults_never_turn_into_a_pass() {
     // proxy (the signature names the proxy's host, which is what vouch sees).
     for i in 0..cases.len() {
         let repo = format!("acme/case{i:02}");
-        let image = pusher.push_image(&repo, "v1").await;
-        let sig = key.sign_image(&format!("{}/{repo}", proxy.host), &image.digest);
-        push_cosign_signatures(&pusher, &repo, &image.digest, &[sig]).await;
+        push_signed(&pusher, &key, &proxy.host, &repo, "v1").await;
         pusher.push_image(&format!("{repo}-bare"), "v1").await;
     }
     let keys = tempfile::tempdir().expect("tempdir");
@@ -320,9 +318,7 @@ async fn registry_faults_never_turn_into_a_pass() {
     let mut conn = vouch.connect().await;
     // One verification through the proxy first: the registry client's connection pool and
     // its idle-connection reaper exist from then on, so they are part of the idle level.
-    let warm = pusher.push_image("acme/warm", "v1").await;
-    let sig = key.sign_image(&format!("{}/acme/warm", proxy.host), &warm.digest);
-    push_cosign_signatures(&pusher, "acme/warm", &warm.digest, &[sig]).await;
+    push_signed(&pusher, &key, &proxy.host, "acme/warm", "v1").await;
     let warm = format!("{}/acme/warm:v1", proxy.host);
     let reply = conn
         .post("/v1/verify", provider_request(&[&warm]))
@@ -410,9 +406,7 @@ async fn registry_faults_never_turn_into_a_pass() {
 
     // Healthy again: a new image verifies through the same proxy without faults.
     proxy.clear();
-    let image = pusher.push_image("acme/after", "v1").await;
-    let sig = key.sign_image(&format!("{}/acme/after", proxy.host), &image.digest);
-    push_cosign_signatures(&pusher, "acme/after", &image.digest, &[sig]).await;
+    push_signed(&pusher, &key, &proxy.host, "acme/after", "v1").await;
     let after = format!("{}/acme/after:v1", proxy.host);
     let reply = conn
         .post("/v1/verify", provider_request(&[&after]))

@@ -137,9 +137,7 @@ async fn templates_under_gatekeeper_semantics() {
     let (pusher, key, host) = (&acme.pusher, &acme.key, acme.host.clone());
     let mut signed = Vec::new();
     for tag in ["a", "b"] {
-        let image = pusher.push_image("acme/app", tag).await;
-        let sig = key.sign_image(&format!("{host}/acme/app"), &image.digest);
-        push_cosign_signatures(pusher, "acme/app", &image.digest, &[sig]).await;
+        push_signed(pusher, key, &host, "acme/app", tag).await;
         signed.push(format!("{host}/acme/app:{tag}"));
     }
     pusher.push_image("acme/app", "unsigned").await;

@@ -22,7 +22,7 @@ async fn verdict(v: &Vouch, key: &str) -> Value {
 }
 
 async fn metric(v: &Vouch, name: &str) -> f64 {
-    metric_value(&ops_get(v.running.ops_addr, "/metrics").await.text(), name)
+    v.metric(name).await
 }
 
 /// Waits (bounded by `within`) until `key`'s verdict satisfies `ok`; the last verdict.
@@ -56,9 +56,7 @@ async fn a_key_file_rewritten_in_place_is_trusted_and_the_old_key_no_longer() {
     let (old, new) = (CosignKey::generate(), CosignKey::generate());
     let mut keys = Vec::new();
     for (tag, signer) in [("old", &old), ("new", &new)] {
-        let image = pusher.push_image("acme/app", tag).await;
-        let sig = signer.sign_image(&format!("{host}/acme/app"), &image.digest);
-        push_cosign_signatures(&pusher, "acme/app", &image.digest, &[sig]).await;
+        push_signed(&pusher, signer, &host, "acme/app", tag).await;
         keys.push(format!("{host}/acme/app:{tag}"));
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -121,9 +119,7 @@ async fn a_rewritten_credentials_file_is_used_by_the_next_registry_call() {
     let pusher = Pusher::with_basic_auth(&registry, USER, PASSWORD);
     let host = registry.host.clone();
     let key = CosignKey::generate();
-    let image = pusher.push_image("acme/app", "v1").await;
-    let sig = key.sign_image(&format!("{host}/acme/app"), &image.digest);
-    push_cosign_signatures(&pusher, "acme/app", &image.digest, &[sig]).await;
+    push_signed(&pusher, &key, &host, "acme/app", "v1").await;
     let reference = format!("{host}/acme/app:v1");
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -63,9 +63,7 @@ async fn rotation_under_warm_load_fails_only_handshakes_with_the_old_ca() {
     let key = CosignKey::generate();
     let mut keys = Vec::new();
     for i in 0..3 {
-        let image = pusher.push_image("acme/app", &format!("v{i}")).await;
-        let sig = key.sign_image(&format!("{}/acme/app", registry.host), &image.digest);
-        push_cosign_signatures(&pusher, "acme/app", &image.digest, &[sig]).await;
+        push_signed(&pusher, &key, &registry.host, "acme/app", &format!("v{i}")).await;
         keys.push(format!("{}/acme/app:v{i}", registry.host));
     }
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();

@@ -56,12 +56,7 @@ impl Setup {
 
     /// Pushes an image and signs it with the trusted key, naming it as vouch sees it.
     async fn signed_image(&self, repo: &str, tag: &str) -> Image {
-        let image = self.pusher.push_image(repo, tag).await;
-        let sig = self
-            .trusted
-            .sign_image(&format!("{}/{repo}", self.host()), &image.digest);
-        push_cosign_signatures(&self.pusher, repo, &image.digest, &[sig]).await;
-        image
+        push_signed(&self.pusher, &self.trusted, self.host(), repo, tag).await
     }
 
     /// The token requests the service saw for `repo`.
@@ -208,7 +203,7 @@ async fn a_signed_image_verifies_through_the_token_flow_and_the_token_is_reused(
     // and its token service answered vouch, the one 401 apart.
     let metrics = ops_get(s.vouch.running.ops_addr, "/metrics").await.text();
     let counted = |class: &str| {
-        s.vouch.metric(
+        metric_value(
             &metrics,
             &format!(
                 "vouch_registry_requests_total{{registry=\"{}\",status=\"{class}\"}}",
@@ -482,10 +477,8 @@ async fn a_realm_on_another_loopback_port_is_never_contacted() {
     for (realm, why) in cases {
         let registry = Registry::start_with_token_auth(&realm, &tokens.cert_pem());
         let pusher = Pusher::with_bearer(&registry, tokens.minter());
-        let image = pusher.push_image("acme/api", "1.0").await;
         let signer = CosignKey::generate();
-        let sig = signer.sign_image(&format!("{}/acme/api", registry.host), &image.digest);
-        push_cosign_signatures(&pusher, "acme/api", &image.digest, &[sig]).await;
+        push_signed(&pusher, &signer, &registry.host, "acme/api", "1.0").await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("trusted.pub"), signer.public_pem()).expect("key");
         let vouch = Vouch::start(&config(&registry.host, &dir, PASSWORD, "")).await;

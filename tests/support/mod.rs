@@ -24,6 +24,7 @@ use vouch::config::Config;
 
 pub mod faults;
 pub mod gatekeeper;
+pub mod helm;
 pub mod layout;
 pub mod proxy;
 pub mod redis;
@@ -517,6 +518,46 @@ pub struct Vouch {
     pub running: vouch::app::Running,
     pub dir: tempfile::TempDir,
     pub pki: Pki,
+    client: Client,
+}
+
+/// How a test reaches a running vouch, in this process ([`Vouch`]) or a child
+/// ([`VouchProcess`]): its provider and ops addresses and Gatekeeper's TLS client. Both
+/// handles dereference to one.
+#[derive(Clone)]
+pub struct Client {
+    pub provider: SocketAddr,
+    pub ops: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    /// A client config that Gatekeeper would use: trusts vouch's CA, presents its cert.
+    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// A new connection to the provider port.
+    pub async fn connect(&self) -> Conn {
+        Conn::open(self.provider, self.tls.clone())
+            .await
+            .expect("gatekeeper client connects")
+    }
+
+    /// One `/v1/verify` request on a fresh connection; HTTP 200 expected.
+    pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
+        self.ask("/v1/verify", keys).await
+    }
+
+    /// One request to the provider endpoint `path` on a fresh connection; HTTP 200 expected.
+    pub async fn ask(&self, path: &str, keys: &[&str]) -> serde_json::Value {
+        ask_on(self.connect().await, path, keys).await
+    }
+
+    /// One metric from `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&ops_get(self.ops, "/metrics").await.text(), name)
+    }
 }
 
 impl Vouch {
@@ -557,7 +598,17 @@ impl Vouch {
         )
         .await
         .expect("vouch starts");
-        let v = Vouch { running, dir, pki };
+        let client = Client {
+            provider: running.provider_addr,
+            ops: running.ops_addr,
+            tls: pki.gatekeeper_client(),
+        };
+        let v = Vouch {
+            running,
+            dir,
+            pki,
+            client,
+        };
         v.wait_ready().await;
         v
     }
@@ -575,30 +626,14 @@ impl Vouch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+}
 
-    /// A client config that Gatekeeper would use: trusts vouch's CA, presents its cert.
-    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
-        self.pki.gatekeeper_client()
-    }
+impl std::ops::Deref for Vouch {
+    type Target = Client;
 
-    pub async fn connect(&self) -> Conn {
-        Conn::open(self.running.provider_addr, self.gatekeeper_client())
-            .await
-            .expect("gatekeeper client connects")
-    }
-
-    /// One `/v1/verify` request on a fresh connection.
-    pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
-        self.ask("/v1/verify", keys).await
-    }
-
-    /// One request to the provider endpoint `path` on a fresh connection; HTTP 200 expected.
-    pub async fn ask(&self, path: &str, keys: &[&str]) -> serde_json::Value {
-        ask_on(self.connect().await, path, keys).await
-    }
-
-    pub fn metric(&self, text: &str, name: &str) -> f64 {
-        metric_value(text, name)
+    /// Connections, requests and metrics, as for a [`VouchProcess`].
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -740,6 +775,16 @@ pub struct VouchProcess {
     pub served: Served,
     pub dir: tempfile::TempDir,
     pub pki: Pki,
+    client: Client,
+}
+
+impl std::ops::Deref for VouchProcess {
+    type Target = Client;
+
+    /// Connections, requests and metrics, as for a [`Vouch`].
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl VouchProcess {
@@ -754,27 +799,17 @@ impl VouchProcess {
             &[std::ffi::OsStr::new("--config"), config.as_os_str()],
         );
         wait_ready(served.ops).await;
-        VouchProcess { served, dir, pki }
-    }
-
-    pub fn gatekeeper_client(&self) -> Arc<rustls::ClientConfig> {
-        self.pki.gatekeeper_client()
-    }
-
-    pub async fn connect(&self) -> Conn {
-        Conn::open(self.served.provider, self.gatekeeper_client())
-            .await
-            .expect("gatekeeper client connects")
-    }
-
-    /// One `/v1/verify` request on a fresh connection; HTTP 200 expected.
-    pub async fn verify(&self, keys: &[&str]) -> serde_json::Value {
-        ask_on(self.connect().await, "/v1/verify", keys).await
-    }
-
-    /// One metric from the process's `/metrics`.
-    pub async fn metric(&self, name: &str) -> f64 {
-        metric_value(&ops_get(self.served.ops, "/metrics").await.text(), name)
+        let client = Client {
+            provider: served.provider,
+            ops: served.ops,
+            tls: pki.gatekeeper_client(),
+        };
+        VouchProcess {
+            served,
+            dir,
+            pki,
+            client,
+        }
     }
 
     /// Alive runtime tasks and open file descriptors: what comes back to its idle level

@@ -51,6 +51,9 @@ pub struct RedisOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Start as a replica of this master.
     pub replica_of: Option<SocketAddr>,
+    /// A `redis.conf` to start from (its persistence settings are kept; the listener and
+    /// the data directory are the harness's, given on the command line, which wins).
+    pub conf: Option<String>,
 }
 
 impl RedisServer {
@@ -188,19 +191,26 @@ impl RedisServer {
                 .expect("open redis.log")
         };
         let mut command = Command::new("/usr/bin/redis-server");
+        if let Some(conf) = &self.options.conf {
+            let path = self.dir.path().join("redis.conf");
+            std::fs::write(&path, conf).expect("write redis.conf");
+            command.arg(path);
+        }
         command
             .args(["--port", &self.addr.port().to_string()])
             .args(["--bind", "127.0.0.1"])
-            // No RDB snapshots; AOF only when durable: otherwise a restart must come back
-            // empty. Nothing writes outside the temp dir.
-            .args(["--save", ""])
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--daemonize", "no"]);
-        if self.options.durable {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
+        // Nothing writes outside the temp dir. Without a conf of its own: no RDB snapshots,
+        // and AOF only when durable, so that otherwise a restart comes back empty.
+        if self.options.conf.is_none() {
+            command.args(["--save", ""]);
+            if self.options.durable {
+                command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            } else {
+                command.args(["--appendonly", "no"]);
+            }
         }
         if let Some(pw) = &self.options.password {
             command.args(["--requirepass", pw]);
@@ -249,6 +259,14 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The reply in a raw RESP text (what [`RedisServer::command`] returns).
+pub fn reply(raw: &str) -> Resp {
+    match parse(raw.as_bytes()) {
+        Ok(Some((r, _))) => r,
+        other => panic!("not one RESP reply: {raw:?} ({other:?})"),
     }
 }
 
@@ -417,7 +435,7 @@ fn encode(args: &[&str]) -> Vec<u8> {
 
 /// One RESP2 reply, as far as the tests look into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Resp {
+pub enum Resp {
     Simple(String),
     Error(String),
     Integer(i64),

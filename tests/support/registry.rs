@@ -665,6 +665,22 @@ pub fn signature_tag(image_digest: &str) -> String {
     format!("{}.sig", image_digest.replace(':', "-"))
 }
 
+/// Pushes `repo:tag` and a cosign signature of it by `key` — what `cosign sign` leaves in a
+/// registry. The signature names the image `<host>/<repo>`: the registry's host, or that of
+/// a proxy in front of it, as vouch will see it.
+pub async fn push_signed(
+    pusher: &Pusher,
+    key: &CosignKey,
+    host: &str,
+    repo: &str,
+    tag: &str,
+) -> Image {
+    let image = pusher.push_image(repo, tag).await;
+    let sig = key.sign_image(&format!("{host}/{repo}"), &image.digest);
+    push_cosign_signatures(pusher, repo, &image.digest, &[sig]).await;
+    image
+}
+
 /// Pushes a signature image the way cosign does (tag scheme): each payload a
 /// simple-signing layer annotated with its signature, a config like the one
 /// go-containerregistry writes, tagged [`signature_tag`] in `repo`. Returns the signature

@@ -39,8 +39,7 @@ impl World {
         )
     }
 
-    /// Signs `image` of `repo` with `key` (the signature names the registry's host) and
-    /// pushes the signature image.
+    /// Signs an image already pushed (the signature names the registry's host).
     pub async fn sign(&self, repo: &str, image: &Image, key: &CosignKey) {
         let sig = key.sign_image(&format!("{}/{repo}", self.registry.host), &image.digest);
         push_cosign_signatures(&self.pusher, repo, &image.digest, &[sig]).await;
@@ -48,9 +47,7 @@ impl World {
 
     /// Pushes `repo:tag` and signs it with the world's key.
     pub async fn signed(&self, repo: &str, tag: &str) -> Image {
-        let image = self.pusher.push_image(repo, tag).await;
-        self.sign(repo, &image, &self.key).await;
-        image
+        push_signed(&self.pusher, &self.key, &self.registry.host, repo, tag).await
     }
 
     /// Registry requests made while `f` ran.

@@ -6,8 +6,6 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-pub mod redis;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -284,4 +282,80 @@ pub fn lint(cases: &[Value]) -> Vec<Value> {
 /// Values that render the uniqueness policy; the rest default.
 pub fn with_uniqueness() -> Value {
     json!({"uniqueServiceSelector": {"enabled": true}})
+}
+
+/// The chart's Redis run on this machine: Debian's `redis-server` with the `redis.conf` of
+/// ConfigMap `vouch-redis` and the `auth.conf` of Secret `vouch-redis`, as rendered — only
+/// the paths of `auth.conf` and of the data directory change, and the harness's own listener and data
+/// directory (given on the command line) take the place of the pod's. Every other line
+/// (AOF, fsync, eviction, the password) is the chart's.
+pub struct ChartRedis {
+    pub server: super::redis::RedisServer,
+    /// The password of the rendered Secret `vouch-redis` (key `password`).
+    pub password: String,
+    _auth: tempfile::TempDir,
+}
+
+impl ChartRedis {
+    /// Starts Redis with the rendered config and waits until it answers an authenticated
+    /// `PING`.
+    pub fn start(rendered: &Rendered) -> ChartRedis {
+        let conf = rendered.object("ConfigMap", "vouch-redis")["data"]["redis.conf"]
+            .as_str()
+            .expect("redis.conf in ConfigMap vouch-redis")
+            .to_string();
+        let password = rendered.secret("vouch-redis", "password");
+        let auth_dir = tempfile::tempdir().expect("auth tempdir");
+        let auth = auth_dir.path().join("auth.conf");
+        std::fs::write(&auth, rendered.secret("vouch-redis", "auth.conf")).expect("auth.conf");
+        let include = "include /etc/redis/auth/auth.conf";
+        assert!(conf.lines().any(|l| l.trim() == include), "{conf}");
+        // `dir` is entered as the file is read, before the command line's own `dir` takes
+        // its place: it must exist here.
+        let conf = conf
+            .replace(include, &format!("include {}", auth.display()))
+            .replace("dir /data", &format!("dir {}", auth_dir.path().display()));
+        let server = super::redis::RedisServer::start_with(super::redis::RedisOptions {
+            conf: Some(conf),
+            password: Some(password.clone()),
+            ..Default::default()
+        });
+        ChartRedis {
+            server,
+            password,
+            _auth: auth_dir,
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`, the chart's database on this Redis.
+    pub fn url(&self) -> String {
+        format!("{}0", self.server.url)
+    }
+
+    /// A setting as Redis reports it (`CONFIG GET`).
+    pub async fn config_get(&self, name: &str) -> String {
+        let raw = self.server.command(&["CONFIG", "GET", name]).await;
+        match super::redis::reply(&raw) {
+            super::redis::Resp::Array(Some(items)) => match items.get(1) {
+                Some(super::redis::Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
+                other => panic!("CONFIG GET {name}: {other:?}"),
+            },
+            other => panic!("CONFIG GET {name}: {other:?}"),
+        }
+    }
+
+    /// SIGKILL, as a crashed or evicted pod: nothing is flushed on the way out.
+    pub fn kill(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts Redis again on the same port and directory (the pod back on its volume).
+    pub fn restart(&mut self) {
+        self.server.restart();
+    }
+
+    /// What Redis logged.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
 }
