@@ -148,8 +148,8 @@ async fn measure(
 /// The ceiling: vouch's own accept loop, TLS and router, answering every request with a
 /// precomputed response body — what the provider costs with zero work per key.
 async fn ceiling(dir: &Path, body: String) -> (SocketAddr, tokio_util::sync::CancellationToken) {
-    use vouch::tls::{Reloader, TlsSource, TlsState};
-    let metrics = Arc::new(vouch::metrics::Metrics::new());
+    use vouch::internal::{Reloader, TlsSource, TlsState};
+    let metrics = Arc::new(vouch::internal::Metrics::new());
     let state = Arc::new(TlsState::default());
     let source = TlsSource::Files {
         cert: dir.join("tls.crt"),
@@ -177,7 +177,7 @@ async fn ceiling(dir: &Path, body: String) -> (SocketAddr, tokio_util::sync::Can
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(vouch::server::serve(
+    tokio::spawn(vouch::internal::serve(
         listener,
         state,
         app,
@@ -471,21 +471,21 @@ fn rss_mib(pid: u32) -> f64 {
 /// 100 000 verdicts (each with one signature) in vouch's verdict cache, in this process:
 /// the RSS growth they cause, and an idle vouch's RSS for the total.
 async fn memory(config: &Path, n: usize) {
-    use vouch::cache::{CachedVerdict, Caches, VerdictKey};
+    use vouch::internal::{CachedVerdict, Caches, VerdictKey};
     let idle = serve(config).await;
     let idle_rss = rss_mib(idle.child.id());
     let cfg = vouch::config::CacheConfig {
         max_entries: n as u64 * 2,
         ..Default::default()
     };
-    let caches = Caches::new(&cfg, Arc::new(vouch::metrics::Metrics::new()));
+    let caches = Caches::new(&cfg, Arc::new(vouch::internal::Metrics::new()));
     let before = rss_mib(std::process::id());
     for i in 0..n {
         let key = VerdictKey {
             generation: 0x5eed,
             policy: "acme".into(),
             name: format!("ghcr.io/acme/service-{}", i % 500),
-            digest: vouch::digest::sha256_digest(&i.to_le_bytes()),
+            digest: vouch::internal::sha256_digest(&i.to_le_bytes()),
         };
         let mut report = vouch::verdict::Report::failed(
             &format!("{}:v{i}", key.name),

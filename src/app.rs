@@ -43,10 +43,13 @@ pub struct Options {
 
 /// A started vouch: its bound addresses and the handle that stops it.
 pub struct Running {
+    /// The provider listener's address (the port is the kernel's choice when configured as 0).
     pub provider_addr: SocketAddr,
+    /// The ops listener's address (`/healthz`, `/readyz`, `/metrics`).
     pub ops_addr: SocketAddr,
     /// The development CA file, when a certificate was generated.
     pub dev_ca: Option<PathBuf>,
+    /// The process's metric families, for tests that read them without scraping.
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,

@@ -25,7 +25,7 @@ use crate::redis::{Redis, RedisError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     Claim,
     Check,
 }
@@ -33,7 +33,7 @@ pub enum Mode {
 /// A claim key, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClaimKey {
+pub(crate) struct ClaimKey {
     pub scope: String,
     pub value: String,
     pub owner: String,
@@ -44,7 +44,7 @@ pub struct ClaimKey {
 
 impl ClaimKey {
     /// Parses a claim key (SPEC §5).
-    pub fn parse(key: &str) -> Result<ClaimKey, ClaimKeyError> {
+    pub(crate) fn parse(key: &str) -> Result<ClaimKey, ClaimKeyError> {
         let k: ClaimKey =
             serde_json::from_str(key).map_err(|e| ClaimKeyError::NotAClaim(e.to_string()))?;
         for (name, v) in [
@@ -62,7 +62,7 @@ impl ClaimKey {
 
 /// Why a key is not a claim key: the text of the per-key `invalid-claim:` error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimKeyError {
+pub(crate) enum ClaimKeyError {
     #[error("not a claim key: {0}")]
     NotAClaim(String),
     #[error("{0} must not be empty")]
@@ -71,7 +71,7 @@ pub enum ClaimKeyError {
 
 /// Why a store could not decide a claim: a transient failure (`systemError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("claim store poisoned")]
     Poisoned,
     #[error(transparent)]
@@ -84,7 +84,7 @@ impl ClaimKey {}
 
 /// The value of a claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClaimResult {
+pub(crate) struct ClaimResult {
     pub granted: bool,
     /// Who holds the value now (empty when a check finds it unheld).
     pub holder: String,
@@ -93,7 +93,7 @@ pub struct ClaimResult {
 }
 
 /// Where claims live.
-pub trait ClaimStore: Send + Sync + 'static {
+pub(crate) trait ClaimStore: Send + Sync + 'static {
     /// Claims (or, for `check`, inspects) `(scope, value)` for `owner`.
     fn decide<'a>(
         &'a self,
@@ -108,7 +108,7 @@ fn seconds(d: Duration) -> u64 {
 
 /// Claims in this process: one replica only.
 #[derive(Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     held: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
@@ -166,7 +166,7 @@ impl ClaimStore for MemoryStore {
 /// caller passes the moment it gives up, in Redis' clock; a script that runs later (Redis
 /// was paused, the command was queued) writes nothing, so a claim answered with a
 /// `systemError` can never take effect afterwards.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     redis: Arc<Redis>,
     script: redis::Script,
 }
@@ -191,7 +191,7 @@ return {1, cur, redis.call('PTTL', KEYS[1])}
 "#;
 
 impl RedisStore {
-    pub fn new(redis: Arc<Redis>) -> RedisStore {
+    pub(crate) fn new(redis: Arc<Redis>) -> RedisStore {
         RedisStore {
             redis,
             script: redis::Script::new(CLAIM_SCRIPT),
@@ -246,7 +246,7 @@ impl ClaimStore for RedisStore {
 }
 
 /// The `/v1/claims` engine.
-pub struct ClaimsEngine {
+pub(crate) struct ClaimsEngine {
     pub store: Arc<dyn ClaimStore>,
     pub ttl: Duration,
 }

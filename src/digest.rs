@@ -9,7 +9,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     sha256_digest_of(digest(&SHA256, bytes).as_ref())
 }
 /// `sha256:` and the lower-case hex of `raw`, the bytes of a SHA-256 hash.
-pub fn sha256_digest_of(raw: &[u8]) -> String {
+pub(crate) fn sha256_digest_of(raw: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(7 + 2 * raw.len());
     s.push_str("sha256:");
@@ -19,7 +19,7 @@ pub fn sha256_digest_of(raw: &[u8]) -> String {
     s
 }
 /// Whether `s` is a canonical `sha256:` digest (64 lower-case hex digits).
-pub fn is_sha256_digest(s: &str) -> bool {
+pub(crate) fn is_sha256_digest(s: &str) -> bool {
     s.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }

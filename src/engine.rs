@@ -8,7 +8,7 @@ use std::fmt;
 
 use futures_util::future::BoxFuture;
 
-use crate::protocol::Json;
+pub use crate::protocol::Json;
 
 /// What one key came to (SPEC §1: three classes, never mixed up).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it prefixes the per-key error text (`auth`, `registry-tls`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Auth => "auth",
@@ -63,11 +64,14 @@ impl ErrorCode {
 /// A per-key error: rendered as `code: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyError {
+    /// Which kind of per-key error (the text's prefix).
     pub code: ErrorCode,
+    /// The explanation after `code: `.
     pub message: String,
 }
 
 impl KeyError {
+    /// A per-key error of kind `code`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         KeyError {
             code,
@@ -85,6 +89,7 @@ impl fmt::Display for KeyError {
 /// Maps one key to one outcome. Implementations must not panic on any input; the exchange
 /// layer still turns a panic into a transient failure rather than a dropped request.
 pub trait Engine: Send + Sync + 'static {
+    /// The outcome for one distinct key; runs in its own task and may outlive its request.
     fn evaluate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Outcome>;
 
     /// An outcome available right now without any work (a cached verdict), so the exchange

@@ -24,7 +24,7 @@ use crate::protocol::{
 };
 
 /// An endpoint's engine and its bounds.
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub endpoint: Endpoint,
     pub engine: Arc<dyn Engine>,
     pub deadline: Duration,
@@ -35,7 +35,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Answers one request. Never fails: every problem becomes a `systemError` or an item.
-    pub async fn answer<B>(&self, body: B, content_length: Option<u64>) -> ProviderResponse
+    pub(crate) async fn answer<B>(&self, body: B, content_length: Option<u64>) -> ProviderResponse
     where
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -23,14 +23,14 @@ use crate::redis::Redis;
 /// The lease's timings (`cache.leaseTtl`, `cache.leasePoll`) and how long a caller waits
 /// for another replica at most.
 #[derive(Debug, Clone, Copy)]
-pub struct LeaseTuning {
+pub(crate) struct LeaseTuning {
     pub ttl: Duration,
     pub poll: Duration,
     pub max_wait: Duration,
 }
 
 /// How a flight ended for this caller.
-pub enum Across<T> {
+pub(crate) enum Across<T> {
     /// Another replica published the result: its bytes.
     Found(Vec<u8>),
     /// This caller held the lease and computed; publish what should be shared, then release.
@@ -40,7 +40,7 @@ pub enum Across<T> {
 }
 
 /// A lease this replica holds.
-pub struct Held {
+pub(crate) struct Held {
     redis: Arc<Redis>,
     key: String,
     token: String,
@@ -70,7 +70,7 @@ return 0
 
 /// Runs `compute` here, or waits for another replica's published result under
 /// `result_key`; `lease_key` is the lease, `token` says who holds it (unique per caller).
-pub async fn across_replicas<F>(
+pub(crate) async fn across_replicas<F>(
     redis: &Arc<Redis>,
     result_key: &str,
     lease_key: &str,
@@ -140,7 +140,11 @@ impl Held {
     /// Stores `bytes` under `result_key` for `ttl` (nothing when `ttl` is zero), then
     /// releases the lease. Publishing first means a waiter never sees the lease free
     /// without the result.
-    pub async fn publish_and_release(self, result_key: &str, bytes: Option<(Vec<u8>, Duration)>) {
+    pub(crate) async fn publish_and_release(
+        self,
+        result_key: &str,
+        bytes: Option<(Vec<u8>, Duration)>,
+    ) {
         if let Some((bytes, ttl)) = bytes {
             let _ = self.redis.set_px(result_key, bytes, ttl).await;
         }
@@ -158,7 +162,7 @@ impl Held {
 
 /// A token no other caller (in this process or another) uses: the process's random id and a
 /// counter.
-pub fn token() -> String {
+pub(crate) fn token() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PROCESS: OnceLock<String> = OnceLock::new();

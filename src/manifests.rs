@@ -22,9 +22,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+/// Helpers shared by the templates (`lib.vouch`), compiled into both.
 pub const LIB_REGO: &str = include_str!("../policies/lib_vouch.rego");
+/// The `VouchVerification` template's Rego: denies failed verdicts, per-key errors and refused requests.
 pub const VERIFICATION_REGO: &str = include_str!("../policies/vouchverification.rego");
+/// The `VouchSystemError` template's Rego: warns (open) or denies (closed) on system errors.
 pub const SYSTEM_ERROR_REGO: &str = include_str!("../policies/vouchsystemerror.rego");
+/// The opt-in `VouchUniqueServiceSelector` template's Rego: inventory check plus an atomic claim.
 pub const UNIQUE_SELECTOR_REGO: &str = include_str!("../policies/vouchuniqueserviceselector.rego");
 
 /// What happens when vouch cannot reach a verdict.
@@ -39,6 +43,7 @@ pub enum FailurePolicy {
 /// Inputs of the generated objects.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Open (system errors warn) or closed (they deny).
     pub failure_policy: FailurePolicy,
     /// Namespace of the vouch Service.
     pub namespace: String,
@@ -57,7 +62,9 @@ pub struct Options {
 /// `mutatingWebhookTimeoutSeconds`; Kubernetes counts them in whole seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebhookTimeouts {
+    /// `validatingWebhookTimeoutSeconds`.
     pub validating: Duration,
+    /// `mutatingWebhookTimeoutSeconds`.
     pub mutating: Duration,
 }
 
@@ -74,7 +81,9 @@ impl Default for WebhookTimeouts {
 /// The Providers' `spec.timeout`s, in whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderTimeouts {
+    /// The `vouch-verify` (and `vouch-claims`) Provider timeout, in seconds.
     pub verify: u64,
+    /// The `vouch-mutate` Provider timeout, in seconds.
     pub mutate: u64,
     /// `vouch-claims` (the opt-in uniqueness policy; one call per Service review).
     pub claims: u64,
@@ -103,29 +112,48 @@ impl ProviderTimeouts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("{which} webhook timeout {got:?} is not a whole number of seconds from 1 to 30")]
-    WebhookTimeout { which: &'static str, got: Duration },
+    /// A webhook timeout Kubernetes would not accept.
+    WebhookTimeout {
+        /// `validating` or `mutating`.
+        which: &'static str,
+        /// The timeout given.
+        got: Duration,
+    },
     #[error(
         "closed mode needs Gatekeeper's {which} webhook timeout to be at least {need}s (it is \
          {got}s): {why}, or the API server gives up first and applies the webhook's own \
          failure policy; raise Gatekeeper's Helm value {value} and pass {flag}"
     )]
+    /// A closed-mode webhook timeout too short for the Provider timeouts closed mode needs.
     ClosedTooShort {
+        /// `validating` or `mutating`.
         which: &'static str,
+        /// The webhook timeout given, in seconds.
         got: u64,
+        /// The least that works, in seconds.
         need: u64,
+        /// Why that much is needed.
         why: &'static str,
+        /// Gatekeeper's Helm value to raise.
         value: &'static str,
+        /// The `vouch manifests` flag that tells vouch.
         flag: &'static str,
     },
     #[error(
         "{field} ({got:?}) must be at most {max:?}, below the {provider} Provider's timeout \
          of {timeout}s, so vouch answers before Gatekeeper gives up"
     )]
+    /// A vouch deadline that would outlast the Provider timeout it answers under.
     DeadlineTooLong {
+        /// The config field (`deadline`, `mutateDeadline`).
         field: &'static str,
+        /// Its value.
         got: Duration,
+        /// The Provider it answers for.
         provider: &'static str,
+        /// That Provider's timeout, in seconds.
         timeout: u64,
+        /// The longest deadline that leaves Gatekeeper its margin.
         max: Duration,
     },
 }

@@ -219,6 +219,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Every family registered, at zero.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         // The names and label sets below are constants: registration cannot fail on them
@@ -395,6 +396,7 @@ impl Metrics {
         }
     }
 
+    /// A lookup or fill of one of the caches.
     pub fn cache_event(&self, cache: CacheKind, event: CacheEvent) {
         let family = match event {
             CacheEvent::Hit => &self.cache_hits,
@@ -404,6 +406,7 @@ impl Metrics {
         family.with_label_values(&[cache.as_str()]).inc();
     }
 
+    /// One finished verification, by outcome.
     pub fn verification(&self, outcome: VerificationOutcome) {
         self.verifications
             .with_label_values(&[outcome.as_str()])
@@ -430,6 +433,7 @@ impl Metrics {
             .inc();
     }
 
+    /// A failed Redis call (counted; the caller decides what the failure means).
     pub fn redis_error(&self) {
         self.redis_errors.inc();
     }
@@ -456,6 +460,7 @@ impl Metrics {
         self.config_last_reload_time.set(now);
     }
 
+    /// A finished provider request: counted by outcome, its duration observed.
     pub fn request_done(&self, endpoint: Endpoint, outcome: RequestOutcome, seconds: f64) {
         self.requests
             .with_label_values(&[endpoint.as_str(), outcome.as_str()])
@@ -465,6 +470,7 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// `n` keys of one request, by outcome.
     pub fn key_done(&self, endpoint: Endpoint, outcome: KeyOutcome, n: u64) {
         if n > 0 {
             self.keys
@@ -486,18 +492,21 @@ impl Metrics {
         GaugeGuard(self.connections_open.clone())
     }
 
+    /// A connection closed to make room at `server.maxConnections`, by the phase it was in.
     pub fn connection_shed(&self, phase: ShedPhase) {
         self.connections_shed
             .with_label_values(&[phase.as_str()])
             .inc();
     }
 
+    /// A failed TLS handshake, by reason.
     pub fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures
             .with_label_values(&[why.as_str()])
             .inc();
     }
 
+    /// A TLS reload attempt (`ok` when a new config was built and swapped in).
     pub fn tls_reloaded(&self, ok: bool) {
         self.tls_reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])

@@ -26,7 +26,7 @@ use crate::verify::{Failure, Resolution, VerifyEngine, classify};
 
 /// What pinning `key` needs, decided without I/O.
 #[derive(Debug, PartialEq)]
-pub enum Pin {
+pub(crate) enum Pin {
     /// The answer is known: the key unchanged, or a per-key error.
     Done(Outcome),
     /// Resolve this tag and append the digest to the key.
@@ -34,7 +34,7 @@ pub enum Pin {
 }
 
 /// Settles every key that needs no registry.
-pub fn plan(key: &str, policies: &PolicySet) -> Pin {
+pub(crate) fn plan(key: &str, policies: &PolicySet) -> Pin {
     let image = match ImageRef::parse(key) {
         Ok(i) => i,
         Err(e) => {
@@ -57,18 +57,18 @@ pub fn plan(key: &str, policies: &PolicySet) -> Pin {
 }
 
 /// The key itself, as the mutation's value.
-pub fn unchanged(key: &str) -> Outcome {
+pub(crate) fn unchanged(key: &str) -> Outcome {
     Outcome::Value(Json::new(key))
 }
 
 /// The key pinned to `digest`.
-pub fn pinned(key: &str, digest: &str) -> Outcome {
+pub(crate) fn pinned(key: &str, digest: &str) -> Outcome {
     Outcome::Value(Json::new(&format!("{key}@{digest}")))
 }
 
 /// `/v1/mutate` on the current verification engine: pins tags to digests through its tag
 /// cache, so the digest pinned is the one verified within `tagTtl`.
-pub struct MutateEngine(pub Arc<EngineSlot>);
+pub(crate) struct MutateEngine(pub Arc<EngineSlot>);
 
 impl MutateEngine {
     async fn pin(engine: &VerifyEngine, key: &str) -> Outcome {

@@ -20,7 +20,7 @@ use crate::tls::TlsState;
 /// serves since when, and the last reload that failed (the running config stays when one
 /// does, so vouch stays ready, but an operator must see that a rotation did not apply).
 #[derive(Default)]
-pub struct ConfigState {
+pub(crate) struct ConfigState {
     inner: Mutex<Option<ConfigReport>>,
 }
 
@@ -33,7 +33,7 @@ struct ConfigReport {
 
 impl ConfigState {
     /// A config (and its trust material) now serves.
-    pub fn loaded(&self, generation: Option<u64>) {
+    pub(crate) fn loaded(&self, generation: Option<u64>) {
         if let Ok(mut g) = self.inner.lock() {
             *g = Some(ConfigReport {
                 generation,
@@ -44,7 +44,7 @@ impl ConfigState {
     }
 
     /// A reload failed; what runs keeps running.
-    pub fn reload_failed(&self, why: String) {
+    pub(crate) fn reload_failed(&self, why: String) {
         if let Ok(mut g) = self.inner.lock()
             && let Some(report) = g.as_mut()
         {
@@ -52,7 +52,7 @@ impl ConfigState {
         }
     }
 
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.inner.lock().is_ok_and(|g| g.is_some())
     }
 
@@ -77,7 +77,7 @@ impl ConfigState {
 }
 
 /// What `/readyz` checks: every part must be loaded before vouch takes traffic.
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The config: parsed, validated, and its state since.
     pub config: ConfigState,
     /// Trust material (keys, certificates of the policies) loaded by the engine.
@@ -87,7 +87,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn new(tls: Arc<TlsState>) -> Readiness {
+    pub(crate) fn new(tls: Arc<TlsState>) -> Readiness {
         Readiness {
             config: ConfigState::default(),
             trust: AtomicBool::new(false),
@@ -96,7 +96,7 @@ impl Readiness {
     }
 
     /// `Ok` when ready, otherwise every missing part.
-    pub fn check(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn check(&self) -> Result<(), Vec<String>> {
         let mut missing = Vec::new();
         if !self.config.is_loaded() {
             missing.push("config: not loaded".to_string());
@@ -115,7 +115,7 @@ impl Readiness {
     }
 }
 
-pub fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
+pub(crate) fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -154,7 +154,7 @@ pub fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
         )
 }
 
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -1,22 +1,21 @@
 //! Trust policy selection: which policy governs an image (pure; no I/O). The most specific
 //! [`Scope`] wins: an exact scope beats every prefix, a longer prefix beats a shorter one.
 
-use crate::config::{Action, PolicyConfig, Require, VerifierConfig};
+use crate::config::{Action, PolicyConfig, Require};
 use crate::reference::ImageRef;
 use crate::scope::Scope;
 
 /// A policy as the verification engine uses it.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub name: String,
     pub action: Action,
     pub require: Require,
-    pub verifiers: Vec<VerifierConfig>,
 }
 
 /// All policies, indexed by scope.
 #[derive(Debug, Clone, Default)]
-pub struct PolicySet {
+pub(crate) struct PolicySet {
     scopes: Vec<(Scope, usize)>,
     policies: Vec<Policy>,
 }
@@ -24,14 +23,13 @@ pub struct PolicySet {
 impl PolicySet {
     /// Builds the set from validated config; scopes that do not parse were already reported
     /// by config validation and are skipped here.
-    pub fn new(configs: &[PolicyConfig]) -> PolicySet {
+    pub(crate) fn new(configs: &[PolicyConfig]) -> PolicySet {
         let mut set = PolicySet::default();
         for (i, p) in configs.iter().enumerate() {
             set.policies.push(Policy {
                 name: p.name.clone(),
                 action: p.action,
                 require: p.require,
-                verifiers: p.verifiers.clone(),
             });
             for entry in &p.scopes {
                 if let Ok(scope) = entry.scope() {
@@ -43,17 +41,13 @@ impl PolicySet {
     }
 
     /// The policy with the most specific scope covering `image`, if any.
-    pub fn select(&self, image: &ImageRef) -> Option<&Policy> {
+    pub(crate) fn select(&self, image: &ImageRef) -> Option<&Policy> {
         let name = image.name();
         self.scopes
             .iter()
             .filter_map(|(scope, i)| scope.rank(&name).map(|r| (r, *i)))
             .max_by_key(|(r, _)| *r)
             .map(|(_, i)| &self.policies[i])
-    }
-
-    pub fn policies(&self) -> &[Policy] {
-        &self.policies
     }
 }
 

@@ -13,15 +13,15 @@ use serde_json::value::RawValue;
 
 use crate::config::Limits;
 
-pub const API_VERSION_V1BETA1: &str = "externaldata.gatekeeper.sh/v1beta1";
+pub(crate) const API_VERSION_V1BETA1: &str = "externaldata.gatekeeper.sh/v1beta1";
 /// Sent by Gatekeeper up to v3.10.
-pub const API_VERSION_V1ALPHA1: &str = "externaldata.gatekeeper.sh/v1alpha1";
-pub const KIND_REQUEST: &str = "ProviderRequest";
-pub const KIND_RESPONSE: &str = "ProviderResponse";
+pub(crate) const API_VERSION_V1ALPHA1: &str = "externaldata.gatekeeper.sh/v1alpha1";
+pub(crate) const KIND_REQUEST: &str = "ProviderRequest";
+pub(crate) const KIND_RESPONSE: &str = "ProviderResponse";
 
 /// A request as Gatekeeper sends it. Unknown fields are ignored for forward compatibility.
 #[derive(Debug, Deserialize)]
-pub struct ProviderRequest {
+pub(crate) struct ProviderRequest {
     #[serde(rename = "apiVersion")]
     pub api_version: String,
     pub kind: String,
@@ -29,7 +29,7 @@ pub struct ProviderRequest {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     /// Absent (or null) when Gatekeeper has nothing to ask.
     #[serde(default)]
     pub keys: Option<Vec<String>>,
@@ -37,7 +37,7 @@ pub struct RequestBody {
 
 /// The response envelope.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ProviderResponse {
+pub(crate) struct ProviderResponse {
     #[serde(rename = "apiVersion")]
     pub api_version: String,
     pub kind: String,
@@ -45,7 +45,7 @@ pub struct ProviderResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     pub idempotent: bool,
     pub items: Vec<Item>,
     #[serde(rename = "systemError", default)]
@@ -99,7 +99,7 @@ impl<'de> Deserialize<'de> for Json {
 
 /// One key's outcome: a `value` (a verdict) or an `error`, never both.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Item {
+pub(crate) struct Item {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Json>,
@@ -109,7 +109,7 @@ pub struct Item {
 
 impl ProviderResponse {
     /// A response with items and an optional system error, in the request's apiVersion.
-    pub fn new(
+    pub(crate) fn new(
         api_version: &str,
         idempotent: bool,
         items: Vec<Item>,
@@ -127,7 +127,7 @@ impl ProviderResponse {
     }
 
     /// A whole-request failure: no items, `systemError` set.
-    pub fn system_error(idempotent: bool, message: impl Into<String>) -> Self {
+    pub(crate) fn system_error(idempotent: bool, message: impl Into<String>) -> Self {
         ProviderResponse::new(API_VERSION_V1BETA1, idempotent, Vec::new(), message.into())
     }
 }
@@ -135,7 +135,7 @@ impl ProviderResponse {
 /// A valid request: its apiVersion (echoed in the response) and its distinct keys in the
 /// order they first appeared.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ParsedRequest {
+pub(crate) struct ParsedRequest {
     pub api_version: &'static str,
     pub keys: Vec<String>,
 }
@@ -149,7 +149,7 @@ pub struct ParsedRequest {
 /// [`SystemErrorClass::RequestInvalid`] in both modes — a pod author who makes the request
 /// too big must not turn a denial into a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SystemErrorClass {
+pub(crate) enum SystemErrorClass {
     /// The request as sent cannot be answered: over a limit, malformed. A retry gets the
     /// same answer.
     RequestInvalid,
@@ -160,7 +160,7 @@ pub enum SystemErrorClass {
 
 impl SystemErrorClass {
     /// The prefix, without the `": "` that follows it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SystemErrorClass::RequestInvalid => "request-invalid",
             SystemErrorClass::Unavailable => "unavailable",
@@ -168,7 +168,7 @@ impl SystemErrorClass {
     }
 
     /// `message` as a `systemError` text of this class.
-    pub fn message(self, message: impl fmt::Display) -> String {
+    pub(crate) fn message(self, message: impl fmt::Display) -> String {
         format!("{}: {message}", self.as_str())
     }
 }
@@ -176,7 +176,7 @@ impl SystemErrorClass {
 /// Why a request was refused as a whole. The `Display` text is the `systemError`, its class
 /// prefix included.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("request-invalid: request body is empty; expected a ProviderRequest JSON object")]
     EmptyBody,
     #[error("request-invalid: request body exceeds limits.maxBodyBytes ({limit} bytes)")]
@@ -199,7 +199,7 @@ pub enum RequestError {
 
 impl RequestError {
     /// Who caused it: the request (denied in both modes) or the transport.
-    pub fn class(&self) -> SystemErrorClass {
+    pub(crate) fn class(&self) -> SystemErrorClass {
         match self {
             RequestError::BodyTimeout(_) | RequestError::BodyRead(_) => {
                 SystemErrorClass::Unavailable
@@ -212,7 +212,7 @@ impl RequestError {
 /// Whether `key` is over `limits.maxKeyBytes`. Such a key is not a reason to refuse the
 /// request: it is answered on its own (a failed verdict or a per-key error, by endpoint),
 /// because a pod author writes keys and must not be able to turn a denial into a warning.
-pub fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
+pub(crate) fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
     (key.len() > limits.max_key_bytes).then(|| {
         format!(
             "key is {} bytes, over limits.maxKeyBytes ({})",
@@ -223,7 +223,7 @@ pub fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
 }
 
 /// Validates a body against SPEC §1 and the configured limits; returns the distinct keys.
-pub fn parse_request(body: &[u8], limits: &Limits) -> Result<ParsedRequest, RequestError> {
+pub(crate) fn parse_request(body: &[u8], limits: &Limits) -> Result<ParsedRequest, RequestError> {
     if body.len() > limits.max_body_bytes {
         return Err(RequestError::BodyTooLarge {
             limit: limits.max_body_bytes,

@@ -27,12 +27,12 @@ use crate::config::RedisSettings;
 use crate::metrics::Metrics;
 
 /// After a failed connection attempt, how long no new one is made.
-pub const RECONNECT_SPACING: Duration = Duration::from_secs(1);
+pub(crate) const RECONNECT_SPACING: Duration = Duration::from_secs(1);
 
 /// With sentinels: how often they are asked again whether the master moved. A demoted
 /// master keeps accepting writes until the sentinels reconfigure it, which can take many
 /// seconds; asking them is how writes follow a failover promptly.
-pub const SENTINEL_RECHECK: Duration = Duration::from_secs(2);
+pub(crate) const SENTINEL_RECHECK: Duration = Duration::from_secs(2);
 
 /// Why a Redis call did not succeed. Its text is safe to log and to show (no credentials).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -381,7 +381,7 @@ impl Redis {
 }
 
 /// Unix milliseconds of `t`.
-pub fn unix_ms(t: SystemTime) -> i64 {
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)

@@ -27,14 +27,14 @@ use crate::verify::VerifyEngine;
 
 /// The verification engine of the current config; replaced whole on a reload. A key being
 /// evaluated keeps the engine it started with.
-pub type EngineSlot = ArcSwap<VerifyEngine>;
+pub(crate) type EngineSlot = ArcSwap<VerifyEngine>;
 
 /// What one read of the config and its files found: a fingerprint of all their bytes, or
 /// why they could not be read.
 type Reading = Result<[u8; 32], String>;
 
 /// Re-reads the config file and the files it names; swaps the engine when they changed.
-pub struct ConfigReloader {
+pub(crate) struct ConfigReloader {
     path: PathBuf,
     current: Config,
     slot: Arc<EngineSlot>,
@@ -48,7 +48,7 @@ pub struct ConfigReloader {
 
 impl ConfigReloader {
     /// A reloader for the config `current`, loaded from `path`, whose engine is in `slot`.
-    pub fn new(
+    pub(crate) fn new(
         path: PathBuf,
         current: Config,
         slot: Arc<EngineSlot>,
@@ -69,7 +69,7 @@ impl ConfigReloader {
     }
 
     /// One reload attempt; `forced` (SIGHUP) rebuilds even when nothing changed.
-    pub fn tick(&mut self, forced: bool) {
+    pub(crate) fn tick(&mut self, forced: bool) {
         let reading = read(&self.path, &self.current);
         if !forced && reading == self.last {
             return;
@@ -118,7 +118,7 @@ impl ConfigReloader {
 
     /// Ticks every `configReloadInterval` (of the running config) and on SIGHUP until
     /// `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -169,7 +169,7 @@ fn read(path: &Path, config: &Config) -> Reading {
 /// `new`, except those the verification engine is rebuilt from. Derived from the whole
 /// config rather than listed, so a new field is restart-only until someone makes it
 /// reloadable.
-pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     /// What a new engine picks up (`VerifyEngine::new` reads these).
     const RELOADED: &[&str] = &[
         "policies",

@@ -43,7 +43,10 @@ use crate::tls::TlsState;
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The provider routes: one path per endpoint, each answered by its [`Exchange`].
-pub fn router(endpoints: Vec<(&'static str, Arc<Exchange>)>, metrics: Arc<Metrics>) -> Router {
+pub(crate) fn router(
+    endpoints: Vec<(&'static str, Arc<Exchange>)>,
+    metrics: Arc<Metrics>,
+) -> Router {
     let mut router = Router::new();
     for (path, exchange) in endpoints {
         let metrics = metrics.clone();

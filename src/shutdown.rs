@@ -1,7 +1,7 @@
 //! Process signals that end `vouch serve`: SIGTERM (Kubernetes) and SIGINT (a terminal).
 
 /// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() {
+pub(crate) async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

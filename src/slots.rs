@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, ShedPhase};
 /// What a connection is doing, as far as giving way at the cap is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// TCP accepted, TLS handshake not finished.
     Handshaking = 0,
     /// Handshake done, no request received yet.
@@ -65,7 +65,7 @@ impl Phase {
 }
 
 /// The connection-slot table of one listener.
-pub struct Slots {
+pub(crate) struct Slots {
     permits: Arc<Semaphore>,
     open: Mutex<Table>,
     epoch: Instant,
@@ -79,7 +79,7 @@ struct Table {
 }
 
 /// One connection's phase, shared between its task and the table.
-pub struct SlotState {
+pub(crate) struct SlotState {
     phase: AtomicU8,
     /// Milliseconds since the table's epoch when the phase last changed.
     since_ms: AtomicU64,
@@ -87,18 +87,18 @@ pub struct SlotState {
 }
 
 impl SlotState {
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
     /// Completes when this connection has been chosen to give way to a newcomer.
-    pub fn shed(&self) -> WaitForCancellationFutureOwned {
+    pub(crate) fn shed(&self) -> WaitForCancellationFutureOwned {
         self.shed.clone().cancelled_owned()
     }
 }
 
 /// A held slot; dropping it frees the slot.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     id: u64,
     slots: Arc<Slots>,
@@ -107,7 +107,7 @@ pub struct Slot {
 
 impl Slot {
     /// Records what the connection does now.
-    pub fn set_phase(&self, phase: Phase) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         self.state
             .since_ms
             .store(self.slots.now_ms(), Ordering::Release);
@@ -124,7 +124,7 @@ impl Drop for Slot {
 }
 
 impl Slots {
-    pub fn new(max_connections: usize, metrics: Arc<Metrics>) -> Arc<Slots> {
+    pub(crate) fn new(max_connections: usize, metrics: Arc<Metrics>) -> Arc<Slots> {
         Arc::new(Slots {
             permits: Arc::new(Semaphore::new(max_connections)),
             open: Mutex::new(Table::default()),
@@ -139,7 +139,7 @@ impl Slots {
 
     /// A slot for a connection just accepted (in [`Phase::Handshaking`]). At the cap, asks
     /// the least useful open connection to give way, then waits for a slot to free.
-    pub async fn acquire(self: &Arc<Self>) -> Slot {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Slot {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -196,8 +196,9 @@ impl Slots {
         }
     }
 
-    /// Open connections (for tests and diagnostics).
-    pub fn open(&self) -> usize {
+    /// Open connections.
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.open.lock().map(|t| t.entries.len()).unwrap_or(0)
     }
 }

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 
 /// Why certificate material could not be turned into a server config.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -51,12 +51,12 @@ pub enum TlsError {
 }
 
 /// The one crypto provider compiled in.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Parses every certificate in a PEM bundle.
-pub fn parse_certs(
+pub(crate) fn parse_certs(
     what: &'static str,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -72,7 +72,7 @@ pub fn parse_certs(
 /// Builds the provider's server config: TLS 1.3 only, HTTP/1.1 offered through ALPN (but
 /// not required), and — when a client CA is given — a verified client certificate
 /// required on every connection.
-pub fn server_config(
+pub(crate) fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
     client_ca_pem: Option<&[u8]>,
@@ -104,14 +104,14 @@ pub fn server_config(
 
 /// A certificate authority and a serving certificate made at start-up when no TLS files are
 /// configured (development only).
-pub struct DevPki {
+pub(crate) struct DevPki {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
 }
 
 /// Names the development certificate is valid for: loopback and the in-cluster Service.
-pub const DEV_SANS: &[&str] = &[
+pub(crate) const DEV_SANS: &[&str] = &[
     "localhost",
     "127.0.0.1",
     "::1",
@@ -121,7 +121,7 @@ pub const DEV_SANS: &[&str] = &[
     "vouch.vouch-system.svc.cluster.local",
 ];
 
-pub fn generate_dev_pki() -> Result<DevPki, TlsError> {
+pub(crate) fn generate_dev_pki() -> Result<DevPki, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -158,14 +158,20 @@ pub fn generate_dev_pki() -> Result<DevPki, TlsError> {
 pub enum TlsSource {
     /// Certificate and key files (and optionally a client CA file), re-read on every tick.
     Files {
+        /// The serving certificate chain (PEM).
         cert: PathBuf,
+        /// The serving key (PEM).
         key: PathBuf,
+        /// The CA that signs Gatekeeper's client certificates; `None` disables client auth.
         client_ca: Option<PathBuf>,
     },
     /// A generated development certificate; a client CA file may still be configured.
     Generated {
+        /// The generated certificate (PEM).
         cert_pem: Arc<[u8]>,
+        /// Its key (PEM).
         key_pem: Arc<[u8]>,
+        /// The CA that signs Gatekeeper's client certificates; `None` disables client auth.
         client_ca: Option<PathBuf>,
     },
 }
@@ -212,6 +218,7 @@ impl TlsSource {
         })
     }
 
+    /// Whether client certificates are required (a client CA is configured).
     pub fn client_auth(&self) -> bool {
         match self {
             TlsSource::Files { client_ca, .. } | TlsSource::Generated { client_ca, .. } => {
@@ -230,6 +237,7 @@ pub struct TlsState {
 }
 
 impl TlsState {
+    /// The config new handshakes use; `None` until one has loaded.
     pub fn current(&self) -> Option<Arc<ServerConfig>> {
         self.current.load_full()
     }
@@ -261,6 +269,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// A reloader of `source` into `state`; [`Reloader::run`] polls.
     pub fn new(source: TlsSource, state: Arc<TlsState>, metrics: Arc<Metrics>) -> Reloader {
         Reloader {
             source,

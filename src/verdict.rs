@@ -12,16 +12,25 @@ use crate::reference::ImageRef;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerdictCode {
+    /// Verified.
     #[default]
     #[serde(rename = "")]
     None,
+    /// No signature of a format the policy verifies.
     Unsigned,
+    /// A signature that is not a signature at all, or malformed signature material.
     InvalidSignature,
+    /// A well-formed signature no trusted key or identity vouches for.
     UntrustedSigner,
+    /// Trusted material that was not valid at the signing time, or an expired signature.
     Expired,
+    /// Content that does not hash to its digest, or a signature over another image.
     DigestMismatch,
+    /// The image (tag or digest) does not exist.
     NotFound,
+    /// The key is not an image reference (or is over `limits.maxKeyBytes`).
     InvalidReference,
+    /// No policy covers the image.
     NoPolicy,
     /// The image's own manifest, as the registry serves it, cannot be used (over
     /// `limits.maxManifestBytes`, not a manifest): the pusher's doing, so a verdict.
@@ -31,11 +40,14 @@ pub enum VerdictCode {
 /// Why something is not verified: the code and one human sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// The verdict code.
     pub code: VerdictCode,
+    /// One human sentence.
     pub reason: String,
 }
 
 impl Denial {
+    /// A denial with `code` and `reason`.
     pub fn new(code: VerdictCode, reason: impl Into<String>) -> Denial {
         Denial {
             code,
@@ -47,7 +59,9 @@ impl Denial {
 /// The signature formats vouch verifies, as reports and metrics name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureFormat {
+    /// cosign key-based signatures.
     Cosign,
+    /// Notary Project signatures.
     Notation,
 }
 
@@ -66,15 +80,18 @@ impl SignatureFormat {
 pub struct SignatureReport {
     /// `cosign` or `notation`.
     pub format: String,
+    /// Whether this signature vouches for the image.
     pub verified: bool,
     /// Who signed: `key:<name>` for cosign keys, the subject DN for Notary Project.
     pub signer: String,
+    /// Why, in one sentence.
     pub detail: String,
 }
 
 /// The verdict about one image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// Whether the image is verified.
     pub verified: bool,
     /// The reference as vouch understood it (normalized: `nginx` → `docker.io/library/nginx:latest`).
     pub reference: String,
@@ -82,7 +99,9 @@ pub struct Report {
     pub digest: String,
     /// The policy that decided; empty when none applies.
     pub policy: String,
+    /// Every signature examined.
     pub signatures: Vec<SignatureReport>,
+    /// Why not verified; empty when verified.
     pub code: VerdictCode,
     /// One human sentence when `verified` is false.
     pub reason: String,
@@ -124,6 +143,7 @@ impl Report {
 /// The result of checking one signature against one verifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
+    /// What the report says about the signature.
     pub report: SignatureReport,
     /// `None` when the signature vouches for the image.
     pub failure: Option<VerdictCode>,

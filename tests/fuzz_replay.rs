@@ -86,13 +86,13 @@ fn the_known_good_cosign_signature_does_verify() {
     let key_pem =
         std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixtures/cosign.pub"))
             .expect("key");
-    let key = vouch::verify::cosign::PublicKey::from_pem("fixture", &key_pem).expect("key");
-    let c = vouch::verify::cosign::Candidate {
+    let key = vouch::internal::cosign::PublicKey::from_pem("fixture", &key_pem).expect("key");
+    let c = vouch::internal::cosign::Candidate {
         payload,
         signature_b64: Some(sig.trim().to_string()),
     };
     assert_eq!(
-        vouch::verify::cosign::check(&c, &[key], digest.trim()).failure,
+        vouch::internal::cosign::check(&c, &[key], digest.trim()).failure,
         None
     );
 }

@@ -267,7 +267,7 @@ impl Engine for Sleepy {
             if key.starts_with("slow") {
                 tokio::time::sleep(self.0).await;
             }
-            Outcome::Value(vouch::protocol::Json::new(
+            Outcome::Value(vouch::engine::Json::new(
                 &json!({"verified": true, "reference": key}),
             ))
         }

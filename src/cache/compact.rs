@@ -16,12 +16,14 @@ use crate::verdict::{Denial, Report, SignatureReport, VerdictCode};
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedVerdict {
     encoded: Box<[u8]>,
+    /// How long the verdict may be served (see `verify::ttl_for`).
     pub ttl: Duration,
     /// When it was reached (or fetched from the shared tier).
     pub created: Instant,
 }
 
 impl CachedVerdict {
+    /// Encodes `report` compactly.
     pub fn new(report: Report, ttl: Duration) -> CachedVerdict {
         let encoded = postcard::to_allocvec(&Compact::from(report)).unwrap_or_default();
         CachedVerdict {

@@ -37,10 +37,13 @@ use crate::registry::{Descriptor, RegistryError};
 /// What a verdict is about: the trust config, the policy, the image and its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VerdictKey {
+    /// The trust generation the verdict was reached under.
     pub generation: u64,
+    /// The policy's name.
     pub policy: String,
     /// `registry/repository`.
     pub name: String,
+    /// The image's digest (`sha256:…`).
     pub digest: String,
 }
 

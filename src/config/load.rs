@@ -14,7 +14,9 @@ use super::{Config, EMBEDDED_DEFAULT};
 /// One thing wrong with a config, located by its path (`policies[0].scopes[1]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// Where: a config path such as `policies[0].scopes[1]` (empty for the whole file).
     pub path: String,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -31,19 +33,26 @@ impl fmt::Display for Problem {
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The config was read but is not valid; every problem is listed.
     #[error("{} problem(s) in {origin}:\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
+        /// Where the config came from (a path, or the embedded default).
         origin: String,
+        /// Every problem found, in document order.
         problems: Vec<Problem>,
     },
 }
 
 impl ConfigError {
+    /// The problems, when the config was read but is invalid; empty otherwise.
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Read { .. } => &[],

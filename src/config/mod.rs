@@ -42,7 +42,9 @@ pub struct Config {
     pub deadline: Dur,
     /// Answer budget of `/v1/mutate`; below Gatekeeper's 1 s mutating webhook timeout.
     pub mutate_deadline: Dur,
+    /// The provider listener's certificate, key and client CA (`tls`).
     pub tls: TlsConfig,
+    /// Bounds on what one request may carry (`limits`).
     pub limits: Limits,
     /// Budget of one registry HTTP exchange (connection included); retries stay within
     /// `deadline` as a whole.
@@ -56,12 +58,17 @@ pub struct Config {
     /// on purpose: a verification still running when its request is answered continues in
     /// the background, so Gatekeeper's retry finds the verdict in the cache.
     pub verification_budget: Dur,
+    /// Connection bounds of the provider listener (`server`).
     pub server: ServerTuning,
+    /// Cache sizes and lifetimes (`cache`).
     pub cache: CacheConfig,
     /// The Redis shared by the verdict tier and the claims store.
     pub redis: RedisConfig,
+    /// The registries vouch may contact, and how (`registries`).
     pub registries: Vec<RegistryConfig>,
+    /// The trust policies, selected by scope (`policies`).
     pub policies: Vec<PolicyConfig>,
+    /// The `/v1/claims` register (`claims`).
     pub claims: ClaimsConfig,
     /// A config file without any policy denies every image (`no-policy`); it is refused
     /// unless this says it is meant (a botched or half-written file must not take every
@@ -130,8 +137,11 @@ pub enum FileRole {
 /// its path and its role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedFile {
+    /// The config path of the field naming the file.
     pub field: String,
+    /// The file, absolute once the config is loaded.
     pub path: PathBuf,
+    /// What the file is for (decides which reloader watches it).
     pub role: FileRole,
 }
 

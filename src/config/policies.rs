@@ -16,14 +16,19 @@ use crate::scope::ScopeEntry;
 pub struct RegistryConfig {
     /// `host` or `host:port`, as it appears in image references.
     pub host: String,
+    /// Speak HTTP rather than HTTPS (a registry on a loopback address in tests or a sidecar).
     #[serde(default)]
     pub plain_http: bool,
+    /// Basic-auth user name (with `passwordFile`).
     #[serde(default)]
     pub username: String,
+    /// File holding the password; read again at every reload.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// A docker `config.json` whose `auths` entry for this host supplies the credentials.
     #[serde(default)]
     pub docker_config: Option<PathBuf>,
+    /// Concurrent requests to this registry at most.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// PEM CA bundle that replaces the system roots for this registry (private registries).
@@ -55,14 +60,18 @@ impl RegistryConfig {
     }
 }
 
+/// How a policy combines its verifiers.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Require {
+    /// One verifier passing is enough.
     #[default]
     Any,
+    /// Every verifier must pass.
     All,
 }
 
+/// What a policy does with the images it governs.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -73,17 +82,22 @@ pub enum Action {
     Allow,
 }
 
+/// One trust policy: the images it governs and how they are verified.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
+    /// The name reports and cache keys use.
     pub name: String,
     /// Parsed once, when the config is read; errors are reported by validation.
     #[serde(default)]
     pub scopes: Vec<ScopeEntry>,
+    /// `any` (default) or `all` of the verifiers.
     #[serde(default)]
     pub require: Require,
+    /// `verify` (default) or `allow`.
     #[serde(default)]
     pub action: Action,
+    /// The verifiers, when `action: verify`.
     #[serde(default)]
     pub verifiers: Vec<VerifierConfig>,
 }
@@ -94,8 +108,10 @@ pub struct PolicyConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifierConfig {
+    /// `cosign: {publicKeys: […]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosign: Option<CosignVerifierConfig>,
+    /// `notation: {trustStore: […], trustedIdentities: […]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notation: Option<NotationVerifierConfig>,
 }
@@ -103,11 +119,14 @@ pub struct VerifierConfig {
 /// A verifier, once exactly one kind was given.
 #[derive(Clone, Copy, Debug)]
 pub enum Verifier<'a> {
+    /// A cosign key-based verifier.
     Cosign(&'a CosignVerifierConfig),
+    /// A Notary Project verifier.
     Notation(&'a NotationVerifierConfig),
 }
 
 impl VerifierConfig {
+    /// A cosign verifier entry.
     pub fn cosign(c: CosignVerifierConfig) -> Self {
         VerifierConfig {
             cosign: Some(c),
@@ -125,18 +144,23 @@ impl VerifierConfig {
     }
 }
 
+/// A cosign verifier: signatures must verify with one of these public keys.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CosignVerifierConfig {
+    /// PEM public keys (ECDSA P-256/P-384, RSA, Ed25519).
     #[serde(default)]
     pub public_keys: Vec<PathBuf>,
 }
 
+/// A Notary Project verifier: a trust store and the identities trusted within it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotationVerifierConfig {
+    /// PEM CA or signing certificates a signing chain must end in.
     #[serde(default)]
     pub trust_store: Vec<PathBuf>,
+    /// Trusted subjects as RFC 4514 distinguished names, or `*`.
     #[serde(default)]
     pub trusted_identities: Vec<String>,
 }

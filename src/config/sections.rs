@@ -16,6 +16,7 @@ pub struct TlsConfig {
     /// PEM certificate chain. Absent together with `keyFile`: a development certificate is
     /// generated at start-up.
     pub cert_file: Option<PathBuf>,
+    /// PEM private key of `certFile`.
     pub key_file: Option<PathBuf>,
     /// PEM CA bundle; when set, every client must present a certificate it issued (mTLS).
     #[serde(rename = "clientCAFile")]
@@ -39,12 +40,15 @@ impl Default for TlsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Limits {
+    /// Request bodies over this are refused (`request-invalid:`).
     pub max_body_bytes: usize,
     /// A body over `maxBodyBytes` is still read, and discarded, up to this many bytes so
     /// the client receives the refusal rather than a reset mid-upload (a transport failure,
     /// which fail-open would admit). Above everything the API server can send (3 MiB).
     pub max_drain_bytes: usize,
+    /// Keys per request at most.
     pub max_keys: usize,
+    /// Bytes per key at most; a longer key is answered on its own, as a failed verdict.
     pub max_key_bytes: usize,
     /// Largest manifest (image, index or signature manifest) fetched from a registry.
     pub max_manifest_bytes: usize,
@@ -102,6 +106,7 @@ impl Default for ServerTuning {
     }
 }
 
+/// Cache sizes and lifetimes (`cache`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CacheConfig {
@@ -109,7 +114,9 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// Exact keys whose rendered verdicts are kept for the hot path.
     pub key_entries: u64,
+    /// How long a verified verdict may be served, at most (capped by what made it valid).
     pub verified_ttl: Dur,
+    /// How long a failed verdict may be served.
     pub failed_ttl: Dur,
     /// How old a tag → digest resolution may be.
     pub tag_ttl: Dur,
@@ -169,7 +176,9 @@ pub struct RedisConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SentinelConfig {
+    /// The name the sentinels know the master by.
     pub master_name: String,
+    /// The sentinels' `host:port`s.
     pub addresses: Vec<String>,
 }
 
@@ -177,11 +186,17 @@ pub struct SentinelConfig {
 /// standing in for `redis.url` and `redis.timeout` when those are not set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL; empty when Sentinel or nothing is configured.
     pub url: String,
+    /// The only root trusted for `rediss://`.
     pub ca_file: Option<PathBuf>,
+    /// ACL user.
     pub username: String,
+    /// File holding the password, read at every connection.
     pub password_file: Option<PathBuf>,
+    /// Sentinel, instead of a fixed URL.
     pub sentinel: SentinelConfig,
+    /// Every Redis call's bound.
     pub timeout: Duration,
 }
 
@@ -192,18 +207,24 @@ impl RedisSettings {
     }
 }
 
+/// Where claims are kept.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClaimStoreKind {
+    /// In this process: one replica only.
     #[default]
     Memory,
+    /// In Redis: atomic across replicas.
     Redis,
 }
 
+/// The `/v1/claims` register (`claims`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClaimsConfig {
+    /// How long a granted claim holds without renewal.
     pub ttl: Dur,
+    /// `memory` or `redis`.
     pub store: ClaimStoreKind,
 }
 

@@ -21,7 +21,7 @@ use super::{ErrorKind, RegistryClient, RegistryError, host_port, host_port_of};
 
 /// A user name and password. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub username: String,
     pub password: String,
 }
@@ -34,7 +34,7 @@ impl fmt::Debug for Credentials {
 
 /// Why credentials could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
+pub(crate) enum CredentialsError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -45,7 +45,10 @@ pub enum CredentialsError {
 }
 
 /// Reads `passwordFile` (trailing newline trimmed).
-pub fn from_password_file(username: &str, path: &Path) -> Result<Credentials, CredentialsError> {
+pub(crate) fn from_password_file(
+    username: &str,
+    path: &Path,
+) -> Result<Credentials, CredentialsError> {
     let password = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
         path: path.display().to_string(),
         source,
@@ -58,7 +61,7 @@ pub fn from_password_file(username: &str, path: &Path) -> Result<Credentials, Cr
 
 /// Looks `host` up in a docker `config.json` (`auths` entries with `auth` = base64
 /// `user:password`, or `username`/`password`). `None` when the file has no entry for it.
-pub fn from_docker_config(
+pub(crate) fn from_docker_config(
     host: &str,
     path: &Path,
 ) -> Result<Option<Credentials>, CredentialsError> {
@@ -133,7 +136,7 @@ pub fn from_docker_config(
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -143,7 +146,7 @@ pub enum Challenge {
 }
 
 /// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
-pub fn parse_challenge(header: &str) -> Option<Challenge> {
+pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
@@ -201,12 +204,12 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 
 /// Bearer tokens per scope, valid until their expiry.
 #[derive(Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl TokenCache {
-    pub fn get(&self, scope: &str) -> Option<String> {
+    pub(crate) fn get(&self, scope: &str) -> Option<String> {
         let tokens = self.tokens.lock().ok()?;
         tokens
             .get(scope)
@@ -216,7 +219,7 @@ impl TokenCache {
 
     /// Keeps a token until 30 s before it expires (`expires_in`, default 60 s per the
     /// token spec).
-    pub fn put(&self, scope: &str, token: String, expires_in: Option<u64>) {
+    pub(crate) fn put(&self, scope: &str, token: String, expires_in: Option<u64>) {
         let life = Duration::from_secs(expires_in.unwrap_or(60).max(31) - 30);
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.retain(|_, (_, until)| *until > Instant::now());
@@ -227,20 +230,20 @@ impl TokenCache {
 
 /// The body of a token response.
 #[derive(Debug, serde::Deserialize)]
-pub struct TokenResponse {
+pub(crate) struct TokenResponse {
     pub token: Option<String>,
     pub access_token: Option<String>,
     pub expires_in: Option<u64>,
 }
 
 impl TokenResponse {
-    pub fn into_token(self) -> Option<(String, Option<u64>)> {
+    pub(crate) fn into_token(self) -> Option<(String, Option<u64>)> {
         let t = self.token.or(self.access_token)?;
         (!t.is_empty()).then_some((t, self.expires_in))
     }
 }
 
-pub fn basic_header(c: &Credentials) -> String {
+pub(crate) fn basic_header(c: &Credentials) -> String {
     format!(
         "Basic {}",
         B64.encode(format!("{}:{}", c.username, c.password))

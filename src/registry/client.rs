@@ -14,7 +14,7 @@ use crate::config::RegistryConfig;
 use crate::metrics::Metrics;
 
 /// A long-lived client for one registry: connection pool, token cache, concurrency cap.
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     /// The host as written in image references (`docker.io`, `localhost:5000`).
     pub(super) host: String,
     /// Scheme and API host (`https://registry-1.docker.io`).
@@ -37,7 +37,7 @@ impl RegistryClient {
         RegistryError::new(&self.host, kind, detail)
     }
 
-    pub fn new(
+    pub(crate) fn new(
         rc: &RegistryConfig,
         limits: FetchLimits,
         metrics: Arc<Metrics>,
@@ -112,12 +112,12 @@ impl RegistryClient {
             metrics,
         })
     }
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
     /// The registry's back-off after transient failures.
-    pub fn health(&self) -> &Health {
+    pub(crate) fn health(&self) -> &Health {
         &self.health
     }
     pub(super) fn manifest_url(&self, repo: &str, reference: &str) -> String {

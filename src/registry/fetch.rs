@@ -19,7 +19,7 @@ use crate::digest::{is_sha256_digest, sha256_digest};
 impl RegistryClient {
     /// Resolves a tag or digest to the manifest's digest and media type with a `HEAD`
     /// (falling back to `GET` when the registry gives no digest header).
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         repo: &str,
         reference: &str,
@@ -72,7 +72,7 @@ impl RegistryClient {
     /// Fetches a manifest (bounded by `maxManifestBytes`) and checks its hash: against the
     /// digest when fetched by digest, against the announced `Docker-Content-Digest` when
     /// fetched by tag.
-    pub async fn manifest(
+    pub(crate) async fn manifest(
         &self,
         repo: &str,
         reference: &str,
@@ -120,7 +120,7 @@ impl RegistryClient {
         })
     }
     /// Fetches a blob (bounded by `max`) and checks that it hashes to `digest`.
-    pub async fn blob(
+    pub(crate) async fn blob(
         &self,
         repo: &str,
         digest_ref: &str,

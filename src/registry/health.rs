@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The back-off state of one registry.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     backoff: Duration,
     until: Mutex<Option<Instant>>,
 }
@@ -17,7 +17,7 @@ pub struct Health {
 impl Health {
     /// A healthy registry that backs off for `backoff` after a transient failure (zero:
     /// never).
-    pub fn new(backoff: Duration) -> Health {
+    pub(crate) fn new(backoff: Duration) -> Health {
         Health {
             backoff,
             until: Mutex::new(None),
@@ -25,13 +25,13 @@ impl Health {
     }
 
     /// How much longer the registry is backed off, if it is.
-    pub fn backing_off(&self) -> Option<Duration> {
+    pub(crate) fn backing_off(&self) -> Option<Duration> {
         let until = (*self.until.lock().ok()?)?;
         until.checked_duration_since(Instant::now())
     }
 
     /// Records a transient failure: the registry is not contacted for the back-off.
-    pub fn note_transient(&self) {
+    pub(crate) fn note_transient(&self) {
         if self.backoff.is_zero() {
             return;
         }

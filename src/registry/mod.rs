@@ -9,16 +9,16 @@
 //! Only hosts named by a policy scope get a client ([`Registries::get`] returns `None`
 //! otherwise), so an image reference cannot make vouch contact an arbitrary host.
 
-pub mod auth;
+pub(crate) mod auth;
 mod client;
 mod fetch;
 mod health;
 mod referrers;
 mod retry;
 
-pub use client::RegistryClient;
-pub use health::Health;
-pub use referrers::{REFERRERS_MEMORY, next_link, parse_index};
+pub(crate) use client::RegistryClient;
+pub(crate) use health::Health;
+pub(crate) use referrers::{next_link, parse_index};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,12 +31,10 @@ use tokio::time::Instant;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Every manifest type vouch accepts, for `Accept`.
-pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What kind of failure a registry operation met, sorted by who can cause it and what the
 /// caller should do about it (SPEC §1's outcome classes, and docs/ARCHITECTURE.md's table).
@@ -96,7 +94,7 @@ impl RegistryError {
 
 /// Sizes and times that bound every fetch.
 #[derive(Debug, Clone)]
-pub struct FetchLimits {
+pub(crate) struct FetchLimits {
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: usize,
     /// One HTTP exchange, connection included.
@@ -121,21 +119,21 @@ pub struct Descriptor {
 
 /// A fetched manifest, hash-checked.
 #[derive(Debug, Clone)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub digest: String,
     pub media_type: String,
     pub bytes: Bytes,
 }
 
 /// The clients of every registry a policy names.
-pub struct Registries {
+pub(crate) struct Registries {
     clients: HashMap<String, Arc<RegistryClient>>,
 }
 
 /// Why the registry clients could not be built (bad credentials file, CA file…).
 #[derive(Debug, thiserror::Error)]
 #[error("registry {host}: {why}")]
-pub struct BuildError {
+pub(crate) struct BuildError {
     pub host: String,
     pub why: String,
 }
@@ -143,7 +141,7 @@ pub struct BuildError {
 impl Registries {
     /// One client per host named by a policy scope, configured by its `registries` entry
     /// (or defaults: HTTPS, anonymous).
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registries, BuildError> {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registries, BuildError> {
         let limits = FetchLimits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             max_blob_bytes: config.limits.max_signature_bytes,
@@ -174,7 +172,7 @@ impl Registries {
         Ok(Registries { clients })
     }
     /// The client for `host`, if a policy names it.
-    pub fn get(&self, host: &str) -> Option<Arc<RegistryClient>> {
+    pub(crate) fn get(&self, host: &str) -> Option<Arc<RegistryClient>> {
         self.clients.get(host).cloned()
     }
 }
@@ -196,18 +194,12 @@ pub(crate) fn host_port_of(base: &str) -> String {
 
 /// What verification needs from a registry — the shape of notation-go's
 /// `registry.Repository` — so that signature discovery and settling can be tested against
-/// an in-memory double, and the live client is one implementation among others.
-pub trait SignatureSource: Send + Sync {
+/// an in-memory double, and the live client is one implementation among others. Resolving
+/// the image itself is not part of it: that goes through the tag cache
+/// (`VerifyEngine::resolve`), shared with `/v1/mutate`.
+pub(crate) trait SignatureSource: Send + Sync {
     /// The registry's host, as image references name it.
     fn host(&self) -> &str;
-
-    /// The digest, media type and size of `reference` (a tag or a digest) in `repo`.
-    fn resolve<'a>(
-        &'a self,
-        repo: &'a str,
-        reference: &'a str,
-        budget: Instant,
-    ) -> BoxFuture<'a, Result<Descriptor, RegistryError>>;
 
     /// The artifacts of `artifact_type` (or that do not say their type) referring to
     /// `digest`.
@@ -240,15 +232,6 @@ pub trait SignatureSource: Send + Sync {
 impl SignatureSource for RegistryClient {
     fn host(&self) -> &str {
         RegistryClient::host(self)
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        repo: &'a str,
-        reference: &'a str,
-        budget: Instant,
-    ) -> BoxFuture<'a, Result<Descriptor, RegistryError>> {
-        Box::pin(RegistryClient::resolve(self, repo, reference, budget))
     }
 
     fn referrers<'a>(

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{Descriptor, ErrorKind, OCI_INDEX, RegistryClient, RegistryError, host_port};
 
 /// How long a registry's support (or not) of the referrers API is remembered.
-pub const REFERRERS_MEMORY: Duration = Duration::from_secs(600);
+pub(crate) const REFERRERS_MEMORY: Duration = Duration::from_secs(600);
 
 /// The part of an OCI index vouch reads.
 #[derive(serde::Deserialize)]
@@ -25,7 +25,7 @@ struct Index {
 
 /// The descriptors of an OCI index (a referrers page or a tag-schema index) that may be
 /// artifacts of `artifact_type`.
-pub fn parse_index(bytes: &[u8], artifact_type: &str) -> Result<Vec<Descriptor>, String> {
+pub(crate) fn parse_index(bytes: &[u8], artifact_type: &str) -> Result<Vec<Descriptor>, String> {
     let parsed: Index = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     Ok(filter_artifacts(parsed.manifests, artifact_type))
 }
@@ -44,7 +44,7 @@ fn filter_artifacts(all: Vec<Descriptor>, artifact_type: &str) -> Vec<Descriptor
 
 /// The `rel="next"` target of a `Link` header, made absolute against the registry's base
 /// URL; only links to the same scheme, host and port are followed.
-pub fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
+pub(crate) fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
     let part = link
         .split(',')
@@ -64,7 +64,7 @@ impl RegistryClient {
     /// registry ignores the filter), or through the `sha256-<hex>` tag schema when the
     /// registry has no referrers API. Which one works is remembered per registry for
     /// [`REFERRERS_MEMORY`].
-    pub async fn referrers(
+    pub(crate) async fn referrers(
         &self,
         repo: &str,
         digest: &str,

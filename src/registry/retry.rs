@@ -11,11 +11,11 @@ use tokio::time::Instant;
 use super::RegistryClient;
 
 /// Attempts of one request, the first included.
-pub const MAX_ATTEMPTS: u32 = 4;
+pub(super) const MAX_ATTEMPTS: u32 = 4;
 /// The first backoff; it doubles with every attempt, plus up to as much again of jitter.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
+pub(super) const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// Time a retry needs to be answered: no retry starts later than this before the budget.
-pub const ANSWER_ROOM: Duration = Duration::from_millis(50);
+pub(super) const ANSWER_ROOM: Duration = Duration::from_millis(50);
 
 impl RegistryClient {
     /// Sleeps before a retry if the budget allows one; `false` when it does not.

@@ -18,14 +18,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
-use super::{Checked, Denial, SignatureFormat, VerdictCode};
+use super::{Checked, SignatureFormat, VerdictCode};
 
-pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-pub const PAYLOAD_TYPE: &str = "cosign container image signature";
+pub(crate) const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub(crate) const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub(crate) const PAYLOAD_TYPE: &str = "cosign container image signature";
 
 /// The cosign signature tag of an image digest: `sha256:ab…` → `sha256-ab….sig`.
-pub fn signature_tag(digest: &str) -> String {
+pub(crate) fn signature_tag(digest: &str) -> String {
     format!("{}.sig", digest.replacen(':', "-", 1))
 }
 
@@ -84,6 +84,7 @@ impl PublicKey {
         })
     }
 
+    /// A trusted key from PEM (ECDSA P-256/P-384, RSA or Ed25519 SubjectPublicKeyInfo); `name` identifies it in reports.
     pub fn from_pem(name: &str, pem: &[u8]) -> Result<PublicKey, KeyError> {
         use rustls::pki_types::SubjectPublicKeyInfoDer;
         use rustls::pki_types::pem::PemObject;
@@ -135,6 +136,7 @@ impl PublicKey {
 /// A signature layer with its payload already fetched and hash-checked.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The simple-signing payload blob, hash-checked against its layer descriptor.
     pub payload: Vec<u8>,
     /// The `dev.cosignproject.cosign/signature` annotation, if the layer had one.
     pub signature_b64: Option<String>,
@@ -245,14 +247,14 @@ fn is_der_ecdsa(sig: &[u8]) -> bool {
     int(body).and_then(int).is_some_and(<[u8]>::is_empty)
 }
 
-/// The verdict over every cosign signature checked (see [`super::signatures_verdict`]).
-pub fn verdict(checked: &[Checked]) -> Result<(), Denial> {
-    super::signatures_verdict(SignatureFormat::Cosign, checked)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verdict over every cosign signature checked.
+    fn verdict(checked: &[Checked]) -> Result<(), crate::verdict::Denial> {
+        crate::verdict::signatures_verdict(SignatureFormat::Cosign, checked)
+    }
     use std::path::PathBuf;
 
     fn fixtures() -> PathBuf {

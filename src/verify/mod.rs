@@ -10,14 +10,12 @@
 //! [`SignatureSource`]), [`signatures::judge`] them with the policy's verifiers
 //! ([`cosign`], [`notation`], pure), and cache the verdict for as long as [`ttl_for`] says.
 
-pub mod cosign;
-pub mod notation;
-pub mod signature_manifest;
-pub mod signatures;
+pub(crate) mod cosign;
+pub(crate) mod notation;
+pub(crate) mod signature_manifest;
+pub(crate) mod signatures;
 
-pub use crate::verdict::{
-    Checked, Denial, Report, SignatureFormat, SignatureReport, VerdictCode, signatures_verdict,
-};
+pub(crate) use crate::verdict::{Checked, Denial, Report, SignatureFormat, VerdictCode};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,7 +38,7 @@ use signatures::{Bounds, LoadedVerifier};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
-pub enum Decision<'p> {
+pub(crate) enum Decision<'p> {
     /// A verdict reached from the key and the policies alone.
     Verdict(Report),
     /// The image must be verified against this policy's verifiers.
@@ -48,7 +46,7 @@ pub enum Decision<'p> {
 }
 
 /// Settles what can be settled without a registry.
-pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
+pub(crate) fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     let image = match ImageRef::parse(key) {
         Ok(i) => i,
         Err(e) => {
@@ -70,7 +68,7 @@ pub fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
 /// How long a verdict may be served: verified verdicts for `verifiedTtl`, but never past
 /// the earliest expiry of what made them valid (a certificate, a signature's expiry);
 /// failed verdicts for `failedTtl`.
-pub fn ttl_for(
+pub(crate) fn ttl_for(
     verified: bool,
     valid_until: Option<SystemTime>,
     now: SystemTime,
@@ -87,7 +85,7 @@ pub fn ttl_for(
 
 /// Why the engine could not be built from a config.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("policies[{policy}]: {source}")]
     Key {
         policy: String,
@@ -103,7 +101,7 @@ pub enum EngineError {
 }
 
 /// Verifies image references against the configured trust policies.
-pub struct VerifyEngine {
+pub(crate) struct VerifyEngine {
     policies: PolicySet,
     verifiers: HashMap<String, Vec<LoadedVerifier>>,
     registries: Registries,
@@ -121,7 +119,7 @@ pub struct VerifyEngine {
 
 impl VerifyEngine {
     /// An engine with its own caches and metrics (the command line, tests).
-    pub fn standalone(config: &Config) -> Result<VerifyEngine, EngineError> {
+    pub(crate) fn standalone(config: &Config) -> Result<VerifyEngine, EngineError> {
         let metrics = Arc::new(Metrics::new());
         let caches = Caches::new(&config.cache, metrics.clone());
         VerifyEngine::new(config, caches, metrics)
@@ -129,7 +127,7 @@ impl VerifyEngine {
 
     /// Loads every policy's trust material and builds the registry clients. `caches` may be
     /// shared with the engine this one replaces on a reload.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         caches: Arc<Caches>,
         metrics: Arc<Metrics>,
@@ -182,12 +180,12 @@ impl VerifyEngine {
     }
 
     /// The trust-config fingerprint verdict keys carry.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// The policies, for the front halves that need no engine (`mutate::plan`).
-    pub fn policies(&self) -> &PolicySet {
+    pub(crate) fn policies(&self) -> &PolicySet {
         &self.policies
     }
 
@@ -279,7 +277,11 @@ impl VerifyEngine {
     /// and verification verifies it; a transient failure starts the registry's back-off.
     /// `Err` holds the outcome when there is no resolution: the registry backing off, or
     /// its failure.
-    pub async fn resolve(&self, image: &ImageRef, budget: Instant) -> Result<Resolved, Resolution> {
+    pub(crate) async fn resolve(
+        &self,
+        image: &ImageRef,
+        budget: Instant,
+    ) -> Result<Resolved, Resolution> {
         let client = self.client_for(image).map_err(Resolution::Unavailable)?;
         let key = TagKey {
             registry: image.registry().to_string(),
@@ -308,7 +310,7 @@ impl VerifyEngine {
     }
 
     /// The verification budget, from now.
-    pub fn budget(&self) -> Instant {
+    pub(crate) fn budget(&self) -> Instant {
         Instant::now() + self.budget
     }
 
@@ -400,7 +402,7 @@ impl VerifyEngine {
 
 /// Why there is no resolution for an image.
 #[derive(Debug, Clone)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// The registry is not to be asked now (backing off; no client): this outcome.
     Unavailable(Outcome),
     /// The registry's answer.
@@ -434,7 +436,7 @@ fn generation(config: &Config) -> u64 {
 }
 
 /// A registry failure sorted into SPEC §1's classes.
-pub enum Failure {
+pub(crate) enum Failure {
     /// The registry's answer settles the key: a failed verdict.
     Verdict(Denial),
     /// A per-key error or a transient failure.
@@ -444,7 +446,7 @@ pub enum Failure {
 /// Sorts a registry failure by who can cause it (docs/ARCHITECTURE.md): content is a
 /// verdict, availability is transient, the rest (credentials, TLS, protocol) a per-key
 /// error.
-pub fn classify(e: RegistryError) -> Failure {
+pub(crate) fn classify(e: RegistryError) -> Failure {
     let error = |code, why| Failure::Other(Outcome::Error(KeyError::new(code, why)));
     match e.kind {
         ErrorKind::NotFound => {

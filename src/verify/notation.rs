@@ -35,10 +35,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::{Checked, SignatureFormat, VerdictCode};
 use crate::config::NotationVerifierConfig;
 
-pub const ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
-pub const JWS: &str = "application/jose+json";
-pub const COSE: &str = "application/cose";
-pub const PAYLOAD_CTY: &str = "application/vnd.cncf.notary.payload.v1+json";
+pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
+pub(crate) const JWS: &str = "application/jose+json";
+pub(crate) const COSE: &str = "application/cose";
+pub(crate) const PAYLOAD_CTY: &str = "application/vnd.cncf.notary.payload.v1+json";
 const SCHEME: &str = "io.cncf.notary.signingScheme";
 const SIGNING_TIME: &str = "io.cncf.notary.signingTime";
 const EXPIRY: &str = "io.cncf.notary.expiry";
@@ -49,7 +49,7 @@ const NOT_CHECKED: &str = "revocation and RFC 3161 timestamps not checked";
 
 /// What a signature must be about: the image's descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
@@ -64,13 +64,13 @@ enum Identity {
 
 /// A `notation` verifier with its trust store loaded.
 #[derive(Debug, Clone)]
-pub struct NotationVerifier {
+pub(crate) struct NotationVerifier {
     trust_store: Vec<CertificateDer<'static>>,
     identities: Vec<Identity>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TrustError {
+pub(crate) enum TrustError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -85,14 +85,14 @@ pub enum TrustError {
 impl NotationVerifier {
     /// A verifier that trusts nothing (tests of discovery and combining).
     #[cfg(test)]
-    pub fn empty() -> NotationVerifier {
+    pub(crate) fn empty() -> NotationVerifier {
         NotationVerifier {
             trust_store: Vec::new(),
             identities: Vec::new(),
         }
     }
 
-    pub fn load(config: &NotationVerifierConfig) -> Result<NotationVerifier, TrustError> {
+    pub(crate) fn load(config: &NotationVerifierConfig) -> Result<NotationVerifier, TrustError> {
         let mut trust_store = Vec::new();
         for path in &config.trust_store {
             let pem = std::fs::read(path).map_err(|source| TrustError::Read {
@@ -119,7 +119,7 @@ impl NotationVerifier {
     }
 
     /// A verifier trusting exactly these certificates, any identity (tests and fixtures).
-    pub fn trusting(certs: Vec<CertificateDer<'static>>) -> NotationVerifier {
+    pub(crate) fn trusting(certs: Vec<CertificateDer<'static>>) -> NotationVerifier {
         NotationVerifier {
             trust_store: certs,
             identities: vec![Identity::Any],
@@ -453,7 +453,7 @@ fn fail(signer: &str, code: VerdictCode, detail: impl Into<String>) -> Checked {
 }
 
 /// Checks one envelope for `target` against `verifier`, at time `now`.
-pub fn check(
+pub(crate) fn check(
     media_type: &str,
     envelope: &[u8],
     verifier: &NotationVerifier,

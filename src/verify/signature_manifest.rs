@@ -12,7 +12,7 @@ use crate::registry::Descriptor;
 
 /// One cosign signature layer: the payload blob to fetch and the signature beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CosignLayer {
+pub(crate) struct CosignLayer {
     pub payload_digest: String,
     pub signature_b64: Option<String>,
 }
@@ -20,7 +20,7 @@ pub struct CosignLayer {
 /// The simple-signing layers of a cosign signature manifest, in order. Other layers
 /// (attestations, SBOMs attached the same way) are skipped; the caller examines at most
 /// `limits.maxSignatures` of them.
-pub fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
+pub(crate) fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
     #[derive(Deserialize)]
     struct SignatureManifest {
         #[serde(default)]
@@ -48,7 +48,7 @@ pub fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
 
 /// What a referrer's manifest turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotaryManifest {
+pub(crate) enum NotaryManifest {
     /// Some other artifact (an SBOM, a cosign bundle): not a signature, ignored.
     NotNotary,
     /// A Notary signature vouch cannot use, and why.
@@ -60,7 +60,7 @@ pub enum NotaryManifest {
 /// Classifies the manifest `manifest_digest` found among the referrers of `subject_digest`:
 /// it must be a Notary Project signature (by artifact type or config media type), name the
 /// image as its subject, and hold exactly one JWS or COSE envelope layer.
-pub fn notary_manifest(
+pub(crate) fn notary_manifest(
     bytes: &[u8],
     manifest_digest: &str,
     subject_digest: &str,

@@ -25,7 +25,7 @@ use crate::registry::{Descriptor, ErrorKind, RegistryError, SignatureSource};
 use crate::verdict::{Checked, Denial, SignatureFormat, VerdictCode, signatures_verdict};
 
 /// A policy verifier with its trust material loaded.
-pub enum LoadedVerifier {
+pub(crate) enum LoadedVerifier {
     Cosign(Vec<cosign::PublicKey>),
     Notation(notation::NotationVerifier),
 }
@@ -44,7 +44,7 @@ type Candidate<T> = Result<T, Checked>;
 
 /// The candidates of every format the verifiers asked for.
 #[derive(Default)]
-pub struct Candidates {
+pub(crate) struct Candidates {
     pub cosign: Vec<Candidate<cosign::Candidate>>,
     /// A Notary Project envelope and its media type (JWS or COSE).
     pub notation: Vec<Candidate<(String, Vec<u8>)>>,
@@ -52,16 +52,16 @@ pub struct Candidates {
 
 /// The bounds of discovery (`limits.maxSignatures`, `limits.maxSignatureBytes`).
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     pub max_signatures: usize,
     pub max_signature_bytes: usize,
 }
 
 /// Why discovery stopped: a registry failure that is not the content's doing.
-pub type Stop = RegistryError;
+pub(crate) type Stop = RegistryError;
 
 /// Fetches the candidates `verifiers` need for `subject` in `repo`.
-pub async fn fetch(
+pub(crate) async fn fetch(
     source: &dyn SignatureSource,
     repo: &str,
     subject: &Descriptor,
@@ -240,7 +240,7 @@ impl Discovery<'_> {
 
 /// What the verifiers concluded about one image.
 #[derive(Debug)]
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// `Ok` when the policy's `require` is met, else the denial that explains it.
     pub verdict: Result<(), Denial>,
     /// Every candidate as each verifier saw it, in verifier order.
@@ -250,7 +250,7 @@ pub struct Judgement {
 impl Judgement {
     /// When the earliest passing signature stops vouching (a certificate's notAfter, an
     /// envelope's expiry): caps how long the verdict may be cached.
-    pub fn valid_until(&self) -> Option<SystemTime> {
+    pub(crate) fn valid_until(&self) -> Option<SystemTime> {
         self.checked
             .iter()
             .filter(|c| c.failure.is_none())
@@ -261,7 +261,7 @@ impl Judgement {
 
 /// Checks every candidate with each verifier's trust material (pure) and combines the
 /// verifiers' verdicts by `require`. `target` is the image as a Notary payload names it.
-pub fn judge(
+pub(crate) fn judge(
     verifiers: &[LoadedVerifier],
     require: Require,
     candidates: &Candidates,
@@ -302,7 +302,7 @@ pub fn judge(
 
 /// `require: any` passes when one verifier passes (else the first failure); `all` when
 /// every one does (else the first failure). No verifier never passes.
-pub fn combine(require: Require, verdicts: Vec<Result<(), Denial>>) -> Result<(), Denial> {
+pub(crate) fn combine(require: Require, verdicts: Vec<Result<(), Denial>>) -> Result<(), Denial> {
     let ok = match require {
         Require::Any => verdicts.iter().any(Result::is_ok),
         Require::All => !verdicts.is_empty() && verdicts.iter().all(Result::is_ok),
@@ -356,15 +356,6 @@ mod tests {
     impl SignatureSource for Memory {
         fn host(&self) -> &str {
             "mem.io"
-        }
-
-        fn resolve<'a>(
-            &'a self,
-            _: &'a str,
-            reference: &'a str,
-            _: Instant,
-        ) -> BoxFuture<'a, Result<Descriptor, RegistryError>> {
-            Box::pin(async move { Err(self.error(ErrorKind::NotFound, reference)) })
         }
 
         fn referrers<'a>(
