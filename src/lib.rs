@@ -18,7 +18,7 @@
 //!   cache.
 //! - `verify`: the verification engine (cosign and Notary Project verifiers), reaching
 //!   registries through one narrow `SignatureSource` seam; [`verdict`] is what it
-//!   concludes; `reference`
+//!   concludes; [`keyless`] checks Sigstore keyless signatures and bundles; `reference`
 //!   parses image references, `scope` and `policy` select the trust policy for one.
 //! - `registry`: the OCI distribution client; `cache` the verdict and tag caches with
 //!   single flight and the Redis tier; `lease` one verification per key across replicas;
@@ -42,6 +42,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod keyless;
 pub mod manifests;
 pub mod verdict;
 

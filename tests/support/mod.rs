@@ -29,6 +29,7 @@ pub mod layout;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
+pub mod sigstore;
 pub mod token;
 pub mod world;
 
