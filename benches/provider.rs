@@ -499,6 +499,7 @@ async fn memory(config: &Path, n: usize) {
             verified: true,
             signer: "key:acme-release".into(),
             detail: String::new(),
+            issuer: String::new(),
         }];
         let v = CachedVerdict::new(report, Duration::from_secs(600));
         let _ = caches.verdict(key, async { Ok(v) }).await;
@@ -588,6 +589,103 @@ async fn cold_notation(dir: &Path, client: &Client, n: usize) {
     print_cold("verify_notation_cold", lat, trips);
 }
 
+/// Cold keyless verification of `n` images signed both ways (a legacy `.sig` layer and a
+/// DSSE bundle referrer) by sigstore-js against its mock Sigstore, served by the in-process
+/// OCI 1.1 server (referrers API): latency and registry round trips per image for each
+/// `format`, and the CPU time of one verification (in this process, release build).
+async fn cold_keyless(dir: &Path, client: &Client, n: usize) {
+    use support::sigstore::{add_bundle, add_legacy, node_modules, sign};
+    if !node_modules().join("@sigstore/sign").is_dir() {
+        println!("bench: keyless scenarios skipped (run .ci/run to install the Node signer)");
+        return;
+    }
+    let f = sign(n);
+    let root = dir.join("trusted_root.json");
+    std::fs::write(&root, f.root_json()).expect("trusted root");
+    for format in ["legacy", "bundle", "any"] {
+        let server = support::layout::LayoutServer::start(
+            Vec::new(),
+            support::layout::ServerOptions {
+                tag_schema: false,
+                page_size: None,
+            },
+        )
+        .await;
+        let mut keys = Vec::new();
+        for (i, image) in f.images.iter().enumerate() {
+            let repo = format!("acme/k{i}");
+            server.add_blob(&repo, b"{}".to_vec());
+            let d = server.add_manifest(
+                &repo,
+                image.manifest.clone(),
+                support::registry::OCI_MANIFEST,
+            );
+            server.set_tag(&repo, "v1", &d.digest);
+            add_legacy(
+                &server,
+                &repo,
+                &image.digest,
+                &image.payload,
+                &f.legacy_annotations(&image.bundles["legacy"]),
+            );
+            add_bundle(&server, &repo, &d, &image.bundle_bytes("dsse"));
+            keys.push(format!("{}/{repo}:v1", server.host));
+        }
+        let policy = format!(
+            "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme-ci\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - keyless:\n      trustedRoot: {root}\n      format: {format}\n      identities:\n      - {{issuer: \"{issuer}\", subject: \"{subject}\"}}\n",
+            host = server.host,
+            root = root.display(),
+            issuer = f.issuer,
+            subject = f.subject,
+        );
+        let served = serve(&write_config(dir, "keyless.yaml", &policy)).await;
+        let mut conn = Conn::open(served.provider, client.clone())
+            .await
+            .expect("connect");
+        let before = server.requests().len();
+        let mut lat = Vec::new();
+        for key in &keys {
+            let t = Instant::now();
+            let r = conn
+                .post("/v1/verify", provider_request(&[key]))
+                .await
+                .expect("request");
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            let verified = &r.json()["response"]["items"][0]["value"]["verified"];
+            assert_eq!(verified, true, "{}", r.text());
+        }
+        let trips = (server.requests().len() - before) as f64 / keys.len() as f64;
+        print_cold(&format!("verify_keyless_{format}_cold"), lat, trips);
+    }
+
+    // CPU per verification, in this process: the bundle and the legacy form of one image.
+    let root = vouch::keyless::TrustedRoot::from_json(&f.root_json()).expect("root");
+    let rule = vouch::keyless::IdentityRule::new(
+        vouch::keyless::Matcher::Exact(f.issuer.clone()),
+        vouch::keyless::Matcher::Exact(f.subject.clone()),
+    );
+    let policy = vouch::keyless::KeylessPolicy::new(vec![rule]).expect("policy");
+    let image = &f.images[0];
+    let bundle = image.bundle_bytes("dsse");
+    let legacy = vouch::keyless::LegacySignature::from_annotations(
+        image.payload.clone(),
+        f.legacy_annotations(&image.bundles["legacy"]),
+    );
+    let time = |run: &dyn Fn() -> bool| {
+        let mut samples = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            assert!(run());
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        median(samples)
+    };
+    let b = time(&|| vouch::keyless::verify_bundle(&bundle, &image.digest, &root, &policy).is_ok());
+    let l = time(&|| vouch::keyless::verify_legacy(&legacy, &image.digest, &root, &policy).is_ok());
+    println!("bench: keyless_cpu_per_bundle_verification_median {b:.3} ms");
+    println!("bench: keyless_cpu_per_legacy_verification_median {l:.3} ms");
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -645,5 +743,6 @@ fn main() {
         let n = if full { 50 } else { 5 };
         cold_cosign(dir.path(), &client, n).await;
         cold_notation(dir.path(), &client, n).await;
+        cold_keyless(dir.path(), &client, n).await;
     });
 }

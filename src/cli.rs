@@ -1,4 +1,5 @@
-//! The command line (SPEC §3): `serve`, `verify`, `config check`.
+//! The command line (SPEC §3): `serve`, `verify`, `verify-bundle`, `manifests`,
+//! `config check`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +57,34 @@ enum Command {
         timeout: Duration,
         #[arg(required = true)]
         images: Vec<String>,
+    },
+    /// Verify one Sigstore bundle with no registry: signature, certificate chain, log entry
+    /// or timestamp, and identity, against a policy's keyless verifiers; the digest must be
+    /// the bundle's message digest or an in-toto subject, whatever its predicate type.
+    /// Exit status: 0 verified, 1 not verified (for any reason), 2 when it cannot run.
+    VerifyBundle {
+        /// Config file holding the policy.
+        #[arg(long)]
+        config: PathBuf,
+        /// Name of the policy whose keyless verifiers decide.
+        #[arg(long)]
+        policy: String,
+        /// The bundle (JSON).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The artifact digest the bundle must cover (`sha256:<hex>`).
+        #[arg(
+            long,
+            required_unless_present = "artifact",
+            conflicts_with = "artifact"
+        )]
+        digest: Option<String>,
+        /// The artifact itself; its SHA-256 digest is used.
+        #[arg(long)]
+        artifact: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the Kubernetes objects that register vouch with Gatekeeper (Providers,
     /// ConstraintTemplates, Constraints, tag-to-digest Assigns), ready for `kubectl apply -f -`.
@@ -117,6 +146,14 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::VerifyBundle {
+            config,
+            policy,
+            bundle,
+            digest,
+            artifact,
+            json,
+        } => verify_bundle(&config, &policy, &bundle, digest, artifact.as_deref(), json),
         Command::Manifests {
             config,
             failure_policy,
@@ -207,6 +244,82 @@ async fn serve(config_path: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> Exi
     running.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `vouch verify-bundle`: everything it reads is read here, the verification is
+/// `verify::keyless::verify_bundle_with_policy`.
+fn verify_bundle(
+    config: &Path,
+    policy: &str,
+    bundle: &Path,
+    digest: Option<String>,
+    artifact: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let cannot_run = |why: String| {
+        eprintln!("vouch: {why}");
+        ExitCode::from(2)
+    };
+    let config = match load_config(Some(config)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let bundle_bytes = match std::fs::read(bundle) {
+        Ok(b) => b,
+        Err(e) => return cannot_run(format!("{}: {e}", bundle.display())),
+    };
+    let digest = match (digest, artifact) {
+        (Some(d), _) if crate::digest::is_sha256_digest(&d) => d,
+        (Some(d), _) => return cannot_run(format!("--digest {d:?} is not sha256:<64 hex>")),
+        (None, Some(path)) => match std::fs::read(path) {
+            Ok(bytes) => crate::digest::sha256_digest(&bytes),
+            Err(e) => return cannot_run(format!("{}: {e}", path.display())),
+        },
+        (None, None) => return cannot_run("give --digest or --artifact".into()),
+    };
+    let result = match crate::verify::keyless::verify_bundle_with_policy(
+        &config,
+        policy,
+        &bundle_bytes,
+        &digest,
+    ) {
+        Ok(r) => r,
+        Err(why) => return cannot_run(why),
+    };
+    let (ok, value, line) = match &result {
+        Ok(v) => (
+            true,
+            serde_json::json!({"verified": true, "digest": digest, "signer": v.identity,
+                "issuer": v.issuer, "predicateType": v.predicate_type()}),
+            format!(
+                "verified: {digest} signed by {} (issuer {})",
+                v.identity, v.issuer
+            ),
+        ),
+        Err(e) => (
+            false,
+            serde_json::json!({"verified": false, "digest": digest,
+                "code": e.code(), "reason": e.detail()}),
+            format!(
+                "not verified: {digest}: {}: {}",
+                serde_json::to_value(e.code())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                e.detail()
+            ),
+        ),
+    };
+    if json {
+        println!("{value}");
+    } else {
+        println!("{line}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// How one image ended on the command line.

@@ -60,15 +60,18 @@ pub fn config(data: &[u8]) {
 }
 
 /// Documents a registry serves (referrer indexes, cosign and Notary signature manifests,
+/// Sigstore bundle manifests,
 /// `Link` headers of referrers pages): never panics, and what is accepted keeps the rules
 /// the verifiers rely on. The first byte chooses the parser.
 pub fn registry_document(data: &[u8]) {
-    use crate::verify::signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
+    use crate::verify::signature_manifest::{
+        ReferrerManifest, bundle_manifest, cosign_layers, notary_manifest,
+    };
     const SUBJECT: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     let (choice, rest) = data.split_first().unwrap_or((&0, &[]));
-    match choice % 4 {
+    match choice % 5 {
         0 => {
-            if let Ok(found) = crate::registry::parse_index(rest, notation::ARTIFACT_TYPE) {
+            if let Ok(found) = crate::registry::parse_index(rest, &[notation::ARTIFACT_TYPE]) {
                 assert!(found.iter().all(|d| {
                     d.artifact_type
                         .as_deref()
@@ -84,10 +87,29 @@ pub fn registry_document(data: &[u8]) {
             }
         }
         2 => {
-            if let NotaryManifest::Envelope(layer) = notary_manifest(rest, "fuzz", SUBJECT) {
+            if let ReferrerManifest::Layer(layer) = notary_manifest(rest, "fuzz", SUBJECT) {
                 assert!(layer.media_type == notation::JWS || layer.media_type == notation::COSE);
                 // Read back the way serde reads manifests (ignored fields are skipped, not
                 // validated, so a generic JSON parse may refuse what was accepted).
+                #[derive(serde::Deserialize)]
+                struct Subject {
+                    digest: String,
+                }
+                #[derive(serde::Deserialize)]
+                struct WithSubject {
+                    subject: Subject,
+                }
+                let w: WithSubject =
+                    serde_json::from_slice(rest).expect("an accepted manifest has a subject");
+                assert_eq!(w.subject.digest, SUBJECT, "accepted with another subject");
+            }
+        }
+        4 => {
+            if let ReferrerManifest::Layer(layer) = bundle_manifest(rest, "fuzz", SUBJECT) {
+                assert!(
+                    crate::keyless::BUNDLE_MEDIA_TYPES.contains(&layer.media_type.as_str()),
+                    "accepted a non-bundle layer"
+                );
                 #[derive(serde::Deserialize)]
                 struct Subject {
                     digest: String,
@@ -187,5 +209,80 @@ pub fn notation_envelope(data: &[u8]) {
     assert_ne!(
         checked.failure, None::<VerdictCode>,
         "a fuzzed envelope verified"
+    );
+}
+
+/// A digest no real signature covers: nothing fuzzed may verify against it.
+const NO_SUCH_DIGEST: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The keyless verification inputs the fuzzers use: Sigstore's public-good trusted root
+/// (compiled into `sigstore-trust-root`) and a policy that trusts any identity, so the
+/// fuzzer reaches every check past the identity match.
+fn keyless_inputs() -> Option<&'static (crate::keyless::TrustedRoot, crate::keyless::KeylessPolicy)>
+{
+    use crate::keyless::{IdentityRule, KeylessPolicy, Matcher, TrustedRoot};
+    static INPUTS: std::sync::OnceLock<Option<(TrustedRoot, KeylessPolicy)>> =
+        std::sync::OnceLock::new();
+    INPUTS
+        .get_or_init(|| {
+            let root = TrustedRoot::from_json(
+                sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.as_bytes(),
+            )
+            .ok()?;
+            let any = Matcher::regex(".*").ok()?;
+            let policy = KeylessPolicy::new(vec![IdentityRule::new(any.clone(), any)]).ok()?;
+            Some((root, policy))
+        })
+        .as_ref()
+}
+
+/// Sigstore bundles (JSON, any version): never panics, never "verified" for a digest no
+/// signature covers, and the predicate-type peek never panics either.
+pub fn sigstore_bundle(data: &[u8]) {
+    let _ = crate::keyless::bundle_predicate_type(data);
+    let Some((root, policy)) = keyless_inputs() else {
+        return;
+    };
+    let result = crate::keyless::verify_bundle(data, NO_SUCH_DIGEST, root, policy);
+    assert!(
+        result.is_err(),
+        "a fuzzed bundle verified for a digest nobody signed"
+    );
+}
+
+/// The annotation set of a legacy keyless `.sig` layer: the input is split at NUL bytes
+/// into payload, signature, certificate, chain, Rekor bundle and RFC 3161 timestamp.
+/// Converting it to a bundle and verifying it never panics and never verifies for a digest
+/// no signature covers.
+pub fn keyless_annotations(data: &[u8]) {
+    use crate::keyless::{
+        BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, LegacySignature,
+        RFC3161_TIMESTAMP_ANNOTATION, SIGNATURE_ANNOTATION,
+    };
+    let mut parts = data.split(|b| *b == 0);
+    let payload = parts.next().unwrap_or_default().to_vec();
+    let names = [
+        SIGNATURE_ANNOTATION,
+        CERTIFICATE_ANNOTATION,
+        CHAIN_ANNOTATION,
+        BUNDLE_ANNOTATION,
+        RFC3161_TIMESTAMP_ANNOTATION,
+    ];
+    let annotations: Vec<(&str, String)> = names
+        .into_iter()
+        .zip(parts)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let sig = LegacySignature::from_annotations(payload, annotations);
+    let _ = sig.to_bundle_json();
+    let Some((root, policy)) = keyless_inputs() else {
+        return;
+    };
+    let result = crate::keyless::verify_legacy(&sig, NO_SUCH_DIGEST, root, policy);
+    assert!(
+        result.is_err(),
+        "a fuzzed legacy signature verified for a digest nobody signed"
     );
 }

@@ -63,6 +63,9 @@ pub enum SignatureFormat {
     Cosign,
     /// Notary Project signatures.
     Notation,
+    /// Sigstore keyless signatures: bundles and legacy `.sig` layers with a Fulcio
+    /// certificate.
+    Sigstore,
 }
 
 impl SignatureFormat {
@@ -71,6 +74,7 @@ impl SignatureFormat {
         match self {
             SignatureFormat::Cosign => "cosign",
             SignatureFormat::Notation => "notation",
+            SignatureFormat::Sigstore => "sigstore",
         }
     }
 }
@@ -78,14 +82,18 @@ impl SignatureFormat {
 /// One signature examined for the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureReport {
-    /// `cosign` or `notation`.
+    /// `cosign`, `notation` or `sigstore`.
     pub format: String,
     /// Whether this signature vouches for the image.
     pub verified: bool,
-    /// Who signed: `key:<name>` for cosign keys, the subject DN for Notary Project.
+    /// Who signed: `key:<name>` for cosign keys, the subject DN for Notary Project, the
+    /// matched identity (a SAN of the Fulcio certificate) for keyless signatures.
     pub signer: String,
     /// Why, in one sentence.
     pub detail: String,
+    /// The OIDC issuer of a keyless signature's certificate; absent for other formats.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
 }
 
 /// The verdict about one image reference.
@@ -161,10 +169,17 @@ impl Checked {
                 verified: true,
                 signer,
                 detail: detail.into(),
+                issuer: String::new(),
             },
             failure: None,
             valid_until: None,
         }
+    }
+
+    /// The signature's OIDC issuer (keyless signatures).
+    pub fn issued_by(mut self, issuer: impl Into<String>) -> Checked {
+        self.report.issuer = issuer.into();
+        self
     }
 
     /// A passing signature valid until `until`.
@@ -186,6 +201,7 @@ impl Checked {
                 verified: false,
                 signer: signer.to_string(),
                 detail: detail.into(),
+                issuer: String::new(),
             },
             failure: Some(code),
             valid_until: None,

@@ -14,6 +14,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("cosign_signature", vouch::fuzzing::cosign_signature),
     ("notation_envelope", vouch::fuzzing::notation_envelope),
     ("registry_document", vouch::fuzzing::registry_document),
+    ("sigstore_bundle", vouch::fuzzing::sigstore_bundle),
+    ("keyless_annotations", vouch::fuzzing::keyless_annotations),
 ];
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {

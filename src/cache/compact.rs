@@ -69,9 +69,44 @@ struct Compact {
     verified: bool,
     digest: CompactDigest,
     policy: String,
-    signatures: Vec<SignatureReport>,
+    signatures: Vec<CompactSignature>,
     code: VerdictCode,
     reason: String,
+}
+
+/// A signature report with every field present: postcard is not self-describing, so the
+/// JSON shape's omitted-when-empty fields (`issuer`) cannot be skipped here.
+#[derive(Serialize, Deserialize)]
+struct CompactSignature {
+    format: String,
+    verified: bool,
+    signer: String,
+    detail: String,
+    issuer: String,
+}
+
+impl From<SignatureReport> for CompactSignature {
+    fn from(s: SignatureReport) -> CompactSignature {
+        CompactSignature {
+            format: s.format,
+            verified: s.verified,
+            signer: s.signer,
+            detail: s.detail,
+            issuer: s.issuer,
+        }
+    }
+}
+
+impl From<CompactSignature> for SignatureReport {
+    fn from(s: CompactSignature) -> SignatureReport {
+        SignatureReport {
+            format: s.format,
+            verified: s.verified,
+            signer: s.signer,
+            detail: s.detail,
+            issuer: s.issuer,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,7 +147,7 @@ impl From<Report> for Compact {
             verified: r.verified,
             digest: CompactDigest::new(r.digest),
             policy: r.policy,
-            signatures: r.signatures,
+            signatures: r.signatures.into_iter().map(Into::into).collect(),
             code: r.code,
             reason: r.reason,
         }
@@ -126,7 +161,7 @@ impl From<Compact> for Report {
             reference: String::new(),
             digest: c.digest.into_string(),
             policy: c.policy,
-            signatures: c.signatures,
+            signatures: c.signatures.into_iter().map(Into::into).collect(),
             code: c.code,
             reason: c.reason,
         }
@@ -148,6 +183,7 @@ mod tests {
                 verified: true,
                 signer: "key:acme-release".into(),
                 detail: String::new(),
+                issuer: String::new(),
             }],
             code: VerdictCode::None,
             reason: String::new(),
@@ -168,12 +204,23 @@ mod tests {
                     verified: false,
                     signer: "CN=Acme, O=Acme, C=US".into(),
                     detail: "certificate expired at 2026-01-01T00:00:00Z".into(),
+                    issuer: String::new(),
                 },
                 SignatureReport {
                     format: "cosign".into(),
                     verified: false,
                     signer: String::new(),
                     detail: "signature does not match — ünïcode".into(),
+                    issuer: String::new(),
+                },
+                SignatureReport {
+                    format: "sigstore".into(),
+                    verified: false,
+                    signer:
+                        "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+                            .into(),
+                    detail: "issuer does not match".into(),
+                    issuer: "https://token.actions.githubusercontent.com".into(),
                 },
             ],
             code: VerdictCode::Expired,

@@ -14,8 +14,8 @@ mod sections;
 pub use dur::Dur;
 pub use load::{ConfigError, Problem};
 pub use policies::{
-    Action, CosignVerifierConfig, NotationVerifierConfig, PolicyConfig, RegistryConfig, Require,
-    Verifier, VerifierConfig,
+    Action, CosignVerifierConfig, KeylessFormat, KeylessVerifierConfig, NotationVerifierConfig,
+    PolicyConfig, RegistryConfig, Require, Verifier, VerifierConfig,
 };
 pub use sections::{
     CacheConfig, ClaimStoreKind, ClaimsConfig, Limits, RedisConfig, RedisSettings, SentinelConfig,
@@ -202,6 +202,11 @@ impl Config {
                         f(format!("{at}.notation.trustStore[{k}]"), FileRole::Trust, p);
                     }
                 }
+                if let Some(k) = &mut v.keyless
+                    && let Some(p) = &mut k.trusted_root
+                {
+                    f(format!("{at}.keyless.trustedRoot"), FileRole::Trust, p);
+                }
             }
         }
     }
@@ -342,7 +347,7 @@ mod tests {
     fn shipped_example_is_valid() {
         let c = Config::parse(include_str!("../../config/example.yaml"), "example", None)
             .expect("config/example.yaml must stay valid");
-        assert_eq!(c.policies.len(), 2);
+        assert_eq!(c.policies.len(), 3);
         assert_eq!(c.server.idle_timeout, Dur::secs(120));
         assert_eq!(c.registry_idle_timeout, Dur::secs(90));
     }
@@ -559,6 +564,76 @@ mod tests {
             }
             other => panic!("unexpected verifier {other:?}"),
         }
+    }
+
+    #[test]
+    fn keyless_verifiers_are_checked_field_by_field() {
+        let yaml = |verifier: &str| {
+            format!(
+                "policies:\n- name: a\n  scopes: [\"r.io/a/*\"]\n  verifiers:\n  - keyless: {verifier}\n"
+            )
+        };
+        let id = "{issuer: https://i, subject: s}";
+        assert_eq!(
+            problems(&yaml(&format!("{{identities: [{id}]}}"))),
+            vec![
+                "policies[0].verifiers[0].keyless.trustedRoot: a Sigstore trusted root file is required"
+            ]
+        );
+        assert_eq!(
+            problems(&yaml("{trustedRoot: r.json}")),
+            vec![
+                "policies[0].verifiers[0].keyless: identities: at least one trusted identity is required"
+            ]
+        );
+        let p = problems(&yaml(
+            "{trustedRoot: r.json, identities: [{issuer: https://i, subjectRegExp: '(a'}]}",
+        ));
+        assert!(
+            p.len() == 1 && p[0].starts_with("policies[0].verifiers[0].keyless.identities[0]: subjectRegExp: invalid regular expression"),
+            "{p:?}"
+        );
+        let p = problems(&yaml(&format!(
+            "{{trustedRoot: r.json, tlog: skip, identities: [{id}]}}"
+        )));
+        assert!(
+            p.len() == 1
+                && p[0].starts_with(
+                    "policies[0].verifiers[0].keyless: tlog: skip requires tsa: required"
+                ),
+            "{p:?}"
+        );
+        let p = problems(&yaml(
+            "{trustedRoot: r.json, identities: [{issuer: https://i, subject: s, extensions: {githubWorkflowRepo: x}}]}",
+        ));
+        assert!(
+            p.len() == 1 && p[0].contains("unknown Fulcio extension"),
+            "{p:?}"
+        );
+        let p = problems(&yaml(&format!(
+            "{{trustedRoot: r.json, format: oci, identities: [{id}]}}"
+        )));
+        assert!(p.len() == 1 && p[0].contains("format"), "{p:?}");
+        assert_eq!(
+            problems(&yaml(&format!(
+                "{{trustedRoot: r.json, format: bundle, sct: skip, tsa: required, tlog: skip, identities: [{id}]}}"
+            ))),
+            Vec::<String>::new()
+        );
+        let c = Config::parse(
+            &yaml(&format!("{{trustedRoot: r.json, identities: [{id}]}}")),
+            "t",
+            Some(Path::new("/etc/vouch")),
+        )
+        .expect("valid");
+        let files = c.files();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[0].field,
+            "policies[0].verifiers[0].keyless.trustedRoot"
+        );
+        assert_eq!(files[0].path, PathBuf::from("/etc/vouch/r.json"));
+        assert_eq!(files[0].role, FileRole::Trust);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{Problems, check_host};
+use crate::keyless::{IdentityRule, IdentitySpec, KeylessPolicy, SctMode, TlogMode, TsaMode};
 use crate::scope::ScopeEntry;
 
 /// Per-registry settings. A registry is contacted only if a policy scope names it.
@@ -114,6 +115,9 @@ pub struct VerifierConfig {
     /// `notation: {trustStore: […], trustedIdentities: […]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notation: Option<NotationVerifierConfig>,
+    /// `keyless: {trustedRoot: …, identities: […]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessVerifierConfig>,
 }
 
 /// A verifier, once exactly one kind was given.
@@ -123,6 +127,8 @@ pub enum Verifier<'a> {
     Cosign(&'a CosignVerifierConfig),
     /// A Notary Project verifier.
     Notation(&'a NotationVerifierConfig),
+    /// A Sigstore keyless verifier.
+    Keyless(&'a KeylessVerifierConfig),
 }
 
 impl VerifierConfig {
@@ -130,15 +136,16 @@ impl VerifierConfig {
     pub fn cosign(c: CosignVerifierConfig) -> Self {
         VerifierConfig {
             cosign: Some(c),
-            notation: None,
+            ..VerifierConfig::default()
         }
     }
 
     /// The verifier's kind; `None` unless exactly one kind is set (validation reports it).
     pub fn kind(&self) -> Option<Verifier<'_>> {
-        match (&self.cosign, &self.notation) {
-            (Some(c), None) => Some(Verifier::Cosign(c)),
-            (None, Some(n)) => Some(Verifier::Notation(n)),
+        match (&self.cosign, &self.notation, &self.keyless) {
+            (Some(c), None, None) => Some(Verifier::Cosign(c)),
+            (None, Some(n), None) => Some(Verifier::Notation(n)),
+            (None, None, Some(k)) => Some(Verifier::Keyless(k)),
             _ => None,
         }
     }
@@ -163,6 +170,72 @@ pub struct NotationVerifierConfig {
     /// Trusted subjects as RFC 4514 distinguished names, or `*`.
     #[serde(default)]
     pub trusted_identities: Vec<String>,
+}
+
+/// A Sigstore keyless verifier (SPEC §4 `keyless`): Fulcio identities, proven by a log
+/// entry or a timestamp, checked offline against a trusted root the operator supplies.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeylessVerifierConfig {
+    /// Sigstore TrustedRoot JSON (v0.1 or v0.2): CAs, logs, CT logs, TSAs. Required.
+    #[serde(default)]
+    pub trusted_root: Option<PathBuf>,
+    /// Where signatures are looked for: the legacy `.sig` tag, bundle referrers, or both.
+    #[serde(default)]
+    pub format: KeylessFormat,
+    /// Whether a transparency-log entry is required.
+    #[serde(default)]
+    pub tlog: TlogMode,
+    /// Whether a signed certificate timestamp is required.
+    #[serde(default)]
+    pub sct: SctMode,
+    /// Whether an RFC 3161 timestamp is required.
+    #[serde(default)]
+    pub tsa: TsaMode,
+    /// The trusted identities, any one of which suffices. Required.
+    #[serde(default)]
+    pub identities: Vec<IdentitySpec>,
+}
+
+impl KeylessVerifierConfig {
+    /// The identity rules and evidence requirements, compiled; the error names the field
+    /// relative to the verifier (empty when the message names it).
+    pub fn policy(&self) -> Result<KeylessPolicy, (String, String)> {
+        let mut rules = Vec::with_capacity(self.identities.len());
+        for (i, spec) in self.identities.iter().enumerate() {
+            rules.push(
+                IdentityRule::from_spec(spec)
+                    .map_err(|e| (format!("identities[{i}]"), e.to_string()))?,
+            );
+        }
+        KeylessPolicy::with_modes(self.tlog, self.sct, self.tsa, rules)
+            .map_err(|e| (String::new(), e.to_string()))
+    }
+}
+
+/// Where a keyless verifier looks for signatures.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeylessFormat {
+    /// The `sha256-<hex>.sig` tag's layers with certificate annotations (cosign ≤ v2).
+    Legacy,
+    /// Sigstore bundles attached as OCI referrers (cosign v3, GitHub artifact attestations).
+    Bundle,
+    /// Both.
+    #[default]
+    Any,
+}
+
+impl KeylessFormat {
+    /// Whether the `.sig` tag is read.
+    pub fn legacy(self) -> bool {
+        matches!(self, KeylessFormat::Legacy | KeylessFormat::Any)
+    }
+
+    /// Whether bundle referrers are read.
+    pub fn bundles(self) -> bool {
+        matches!(self, KeylessFormat::Bundle | KeylessFormat::Any)
+    }
 }
 
 /// Checks the `registries` list: hosts, no host twice, credentials given one way.
@@ -236,7 +309,22 @@ pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
         for (j, v) in pol.verifiers.iter().enumerate() {
             let vat = format!("{at}.verifiers[{j}]");
             match v.kind() {
-                None => p.bad(vat, "give exactly one of `cosign` or `notation`"),
+                None => p.bad(vat, "give exactly one of `cosign`, `notation` or `keyless`"),
+                Some(Verifier::Keyless(k)) => {
+                    if k.trusted_root.is_none() {
+                        p.bad(
+                            format!("{vat}.keyless.trustedRoot"),
+                            "a Sigstore trusted root file is required",
+                        );
+                    }
+                    match k.policy() {
+                        Err((field, why)) if field.is_empty() => {
+                            p.bad(format!("{vat}.keyless"), why)
+                        }
+                        Err((field, why)) => p.bad(format!("{vat}.keyless.{field}"), why),
+                        Ok(_) => {}
+                    }
+                }
                 Some(Verifier::Cosign(c)) if c.public_keys.is_empty() => p.bad(
                     format!("{vat}.cosign.publicKeys"),
                     "at least one public key is required",

@@ -91,6 +91,33 @@ pub fn verify_bundle(
     verify_parsed(&bundle, &expected, root, policy)
 }
 
+/// The in-toto predicate type a DSSE bundle's statement *claims*, read without verifying
+/// anything; `None` for a message-signature bundle or one that does not parse that far.
+/// Only for sorting bundles into signatures and attestations before verification: a claim
+/// that is false fails verification as whichever it claims to be.
+pub fn bundle_predicate_type(bundle_json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        dsse_envelope: Option<Envelope>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        payload: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Statement {
+        predicate_type: String,
+    }
+    let head: Head = serde_json::from_slice(bundle_json).ok()?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(head.dsse_envelope?.payload)
+        .ok()?;
+    let statement: Statement = serde_json::from_slice(&payload).ok()?;
+    Some(statement.predicate_type)
+}
+
 /// `sha256:<64 lowercase hex>`.
 pub(crate) fn parse_digest(digest: &str) -> Result<Sha256Hash, KeylessError> {
     digest

@@ -70,7 +70,7 @@ mod legacy;
 mod policy;
 mod trusted_root;
 
-pub use bundle::{SignedContent, Verified, verify_bundle};
+pub use bundle::{SignedContent, Verified, bundle_predicate_type, verify_bundle};
 pub use error::KeylessError;
 pub use legacy::{
     BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, LegacySignature,

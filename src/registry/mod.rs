@@ -201,13 +201,13 @@ pub(crate) trait SignatureSource: Send + Sync {
     /// The registry's host, as image references name it.
     fn host(&self) -> &str;
 
-    /// The artifacts of `artifact_type` (or that do not say their type) referring to
+    /// The artifacts of one of `artifact_types` (or that do not say their type) referring to
     /// `digest`.
     fn referrers<'a>(
         &'a self,
         repo: &'a str,
         digest: &'a str,
-        artifact_type: &'a str,
+        artifact_types: &'a [&'a str],
         budget: Instant,
     ) -> BoxFuture<'a, Result<Vec<Descriptor>, RegistryError>>;
 
@@ -238,14 +238,14 @@ impl SignatureSource for RegistryClient {
         &'a self,
         repo: &'a str,
         digest: &'a str,
-        artifact_type: &'a str,
+        artifact_types: &'a [&'a str],
         budget: Instant,
     ) -> BoxFuture<'a, Result<Vec<Descriptor>, RegistryError>> {
         Box::pin(RegistryClient::referrers(
             self,
             repo,
             digest,
-            artifact_type,
+            artifact_types,
             budget,
         ))
     }

@@ -24,20 +24,23 @@ struct Index {
 }
 
 /// The descriptors of an OCI index (a referrers page or a tag-schema index) that may be
-/// artifacts of `artifact_type`.
-pub(crate) fn parse_index(bytes: &[u8], artifact_type: &str) -> Result<Vec<Descriptor>, String> {
+/// artifacts of one of `artifact_types`.
+pub(crate) fn parse_index(
+    bytes: &[u8],
+    artifact_types: &[&str],
+) -> Result<Vec<Descriptor>, String> {
     let parsed: Index = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    Ok(filter_artifacts(parsed.manifests, artifact_type))
+    Ok(filter_artifacts(parsed.manifests, artifact_types))
 }
 
-/// Keeps descriptors of `artifact_type`; descriptors that do not say their type are kept
-/// too (the manifest itself is checked later).
-fn filter_artifacts(all: Vec<Descriptor>, artifact_type: &str) -> Vec<Descriptor> {
+/// Keeps descriptors of one of `artifact_types`; descriptors that do not say their type are
+/// kept too (the manifest itself is checked later).
+fn filter_artifacts(all: Vec<Descriptor>, artifact_types: &[&str]) -> Vec<Descriptor> {
     all.into_iter()
         .filter(|d| {
             d.artifact_type
                 .as_deref()
-                .is_none_or(|t| t == artifact_type)
+                .is_none_or(|t| artifact_types.contains(&t))
         })
         .collect()
 }
@@ -59,16 +62,16 @@ pub(crate) fn next_link(headers: &HeaderMap, base: &str) -> Option<String> {
 }
 
 impl RegistryClient {
-    /// Descriptors of the artifacts of `artifact_type` that refer to `digest`: through the
-    /// OCI 1.1 referrers API (following `Link` pages, filtering client-side when the
-    /// registry ignores the filter), or through the `sha256-<hex>` tag schema when the
-    /// registry has no referrers API. Which one works is remembered per registry for
+    /// Descriptors of the artifacts of one of `artifact_types` that refer to `digest`:
+    /// through the OCI 1.1 referrers API (following `Link` pages, filtering client-side when
+    /// the registry ignores the filter or several types are wanted), or through the
+    /// `sha256-<hex>` tag schema when the registry has no referrers API. Which one works is remembered per registry for
     /// [`REFERRERS_MEMORY`].
     pub(crate) async fn referrers(
         &self,
         repo: &str,
         digest: &str,
-        artifact_type: &str,
+        artifact_types: &[&str],
         budget: Instant,
     ) -> Result<Vec<Descriptor>, RegistryError> {
         let known = self.referrers_api.lock().ok().and_then(|m| *m);
@@ -78,7 +81,7 @@ impl RegistryClient {
         };
         if api_supported != Some(false) {
             match self
-                .referrers_api_pages(repo, digest, artifact_type, budget)
+                .referrers_api_pages(repo, digest, artifact_types, budget)
                 .await?
             {
                 Some(found) => {
@@ -94,7 +97,7 @@ impl RegistryClient {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        parse_index(&index.bytes, artifact_type).map_err(|e| {
+        parse_index(&index.bytes, artifact_types).map_err(|e| {
             self.error(
                 ErrorKind::Content,
                 format!(
@@ -114,15 +117,21 @@ impl RegistryClient {
         &self,
         repo: &str,
         digest: &str,
-        artifact_type: &str,
+        artifact_types: &[&str],
         budget: Instant,
     ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
         const MAX_PAGES: usize = 16;
-        let mut url = format!(
-            "{}/v2/{repo}/referrers/{digest}?artifactType={}",
-            self.base,
-            artifact_type.replace('+', "%2B")
-        );
+        // The API filters by one type; for several, everything is listed and filtered here.
+        let mut url = match artifact_types {
+            [one] => format!(
+                "{}/v2/{repo}/referrers/{digest}?artifactType={}",
+                self.base,
+                one.replace('+', "%2B")
+                    .replace(';', "%3B")
+                    .replace('=', "%3D")
+            ),
+            _ => format!("{}/v2/{repo}/referrers/{digest}", self.base),
+        };
         let mut found = Vec::new();
         for _ in 0..MAX_PAGES {
             let fetched = self
@@ -145,7 +154,7 @@ impl RegistryClient {
                 Err(e) => return Err(e),
             };
             let next = next_link(&headers, &self.base);
-            found.extend(parse_index(&body, artifact_type).map_err(|e| {
+            found.extend(parse_index(&body, artifact_types).map_err(|e| {
                 self.error(
                     ErrorKind::Content,
                     format!(

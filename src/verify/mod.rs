@@ -8,9 +8,10 @@
 //! ([`VerifyEngine::resolve`], through the tag cache), then ask the verdict cache, whose
 //! miss runs `verify_digest`: [`signatures::fetch`] the candidates from the registry (a
 //! [`SignatureSource`]), [`signatures::judge`] them with the policy's verifiers
-//! ([`cosign`], [`notation`], pure), and cache the verdict for as long as [`ttl_for`] says.
+//! ([`cosign`], [`notation`], [`keyless`], pure), and cache the verdict for as long as [`ttl_for`] says.
 
 pub(crate) mod cosign;
+pub(crate) mod keyless;
 pub(crate) mod notation;
 pub(crate) mod signature_manifest;
 pub(crate) mod signatures;
@@ -96,6 +97,11 @@ pub(crate) enum EngineError {
         policy: String,
         source: notation::TrustError,
     },
+    #[error("policies[{policy}]: keyless: {source}")]
+    Keyless {
+        policy: String,
+        source: keyless::LoadError,
+    },
     #[error(transparent)]
     Registry(#[from] crate::registry::BuildError),
 }
@@ -157,6 +163,15 @@ impl VerifyEngine {
                             }
                         })?;
                         loaded.push(LoadedVerifier::Notation(v));
+                    }
+                    Some(Verifier::Keyless(k)) => {
+                        let v = keyless::KeylessVerifier::load(k).map_err(|source| {
+                            EngineError::Keyless {
+                                policy: p.name.clone(),
+                                source,
+                            }
+                        })?;
+                        loaded.push(LoadedVerifier::Keyless(v));
                     }
                     None => {}
                 }

@@ -1,23 +1,28 @@
 //! Finding an image's signatures and settling what they say, against a
 //! [`SignatureSource`] — the live registry client, or an in-memory double in the unit tests.
 //!
-//! [`fetch`] discovers the candidates each verifier needs: cosign's `sha256-<hex>.sig`
-//! signature image and its payloads, Notary Project signatures among the referrers. A
-//! candidate the registry serves unusable — over a size limit, not the document expected,
-//! missing, not hashing to its digest — is a failed candidate, counted, and the others are
-//! still examined: one junk layer must never hide a valid signature beside it, and nothing a
-//! pusher controls may end a verification with an error that fail-open would admit. Only
-//! the registry being unavailable, refusing credentials or TLS, or breaking the protocol
-//! ends it ([`Stop`]).
+//! [`fetch`] discovers the candidates each verifier needs: the `sha256-<hex>.sig` signature
+//! image and its payloads (cosign keys, legacy keyless signatures), and among the
+//! referrers, Notary Project signatures and Sigstore bundles. A candidate the registry
+//! serves unusable — over a size limit, not the document expected, missing, not hashing to
+//! its digest — is a failed candidate, counted, and the others are still examined: one
+//! junk layer must never hide a valid signature beside it, and nothing a pusher controls
+//! may end a verification with an error that fail-open would admit. Only the registry
+//! being unavailable, refusing credentials or TLS, or breaking the protocol ends it
+//! ([`Stop`]). Each source is read once, however many verifiers need it.
 //!
 //! [`judge`] is pure: each verifier checks the candidates with its trust material, and the
 //! policy's `require` combines the verifiers' verdicts.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::signature_manifest::{NotaryManifest, cosign_layers, notary_manifest};
+use super::keyless::KeylessVerifier;
+use super::signature_manifest::{
+    ReferrerManifest, bundle_manifest, cosign_layers, notary_manifest,
+};
 use super::{cosign, notation};
 use crate::config::Require;
 use crate::metrics::{Metrics, SkipReason};
@@ -28,6 +33,7 @@ use crate::verdict::{Checked, Denial, SignatureFormat, VerdictCode, signatures_v
 pub(crate) enum LoadedVerifier {
     Cosign(Vec<cosign::PublicKey>),
     Notation(notation::NotationVerifier),
+    Keyless(KeylessVerifier),
 }
 
 impl LoadedVerifier {
@@ -35,19 +41,45 @@ impl LoadedVerifier {
         match self {
             LoadedVerifier::Cosign(_) => SignatureFormat::Cosign,
             LoadedVerifier::Notation(_) => SignatureFormat::Notation,
+            LoadedVerifier::Keyless(_) => SignatureFormat::Sigstore,
         }
+    }
+
+    /// Whether this verifier reads the `.sig` signature image.
+    fn reads_signature_image(&self) -> bool {
+        match self {
+            LoadedVerifier::Cosign(_) => true,
+            LoadedVerifier::Notation(_) => false,
+            LoadedVerifier::Keyless(k) => k.format().legacy(),
+        }
+    }
+
+    /// Whether this verifier reads Sigstore bundles among the referrers.
+    fn reads_bundles(&self) -> bool {
+        matches!(self, LoadedVerifier::Keyless(k) if k.format().bundles())
     }
 }
 
 /// A fetched candidate, or why it could not be used.
 type Candidate<T> = Result<T, Checked>;
 
-/// The candidates of every format the verifiers asked for.
+/// One layer of the `.sig` signature image with its payload fetched and hash-checked: a
+/// cosign key-based signature, or with a certificate, a legacy keyless one.
+#[derive(Debug, Clone)]
+pub(crate) struct SignatureLayer {
+    pub cosign: cosign::Candidate,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The candidates of every source the verifiers asked for.
 #[derive(Default)]
 pub(crate) struct Candidates {
-    pub cosign: Vec<Candidate<cosign::Candidate>>,
+    /// The layers of the `.sig` signature image.
+    pub signature_image: Vec<Candidate<SignatureLayer>>,
     /// A Notary Project envelope and its media type (JWS or COSE).
     pub notation: Vec<Candidate<(String, Vec<u8>)>>,
+    /// Sigstore bundles (JSON) attached as referrers.
+    pub bundles: Vec<Candidate<Vec<u8>>>,
 }
 
 /// The bounds of discovery (`limits.maxSignatures`, `limits.maxSignatureBytes`).
@@ -79,11 +111,41 @@ pub(crate) async fn fetch(
         budget,
     };
     let mut out = Candidates::default();
-    if wants(SignatureFormat::Cosign) {
-        out.cosign = discovery.cosign(&subject.digest).await?;
+    if verifiers.iter().any(LoadedVerifier::reads_signature_image) {
+        // Counted under cosign when a key verifier reads it, else under sigstore.
+        let label = if wants(SignatureFormat::Cosign) {
+            SignatureFormat::Cosign
+        } else {
+            SignatureFormat::Sigstore
+        };
+        out.signature_image = discovery.signature_image(&subject.digest, label).await?;
     }
     if wants(SignatureFormat::Notation) {
-        out.notation = discovery.notation(subject).await?;
+        let found = discovery
+            .referrers(
+                subject,
+                SignatureFormat::Notation,
+                &[notation::ARTIFACT_TYPE],
+                notary_manifest,
+            )
+            .await?;
+        for c in found {
+            out.notation
+                .push(c.map(|(layer, envelope)| (layer.media_type, envelope)));
+        }
+    }
+    if verifiers.iter().any(LoadedVerifier::reads_bundles) {
+        let found = discovery
+            .referrers(
+                subject,
+                SignatureFormat::Sigstore,
+                &crate::keyless::BUNDLE_MEDIA_TYPES,
+                bundle_manifest,
+            )
+            .await?;
+        for c in found {
+            out.bundles.push(c.map(|(_, bundle)| bundle));
+        }
     }
     Ok(out)
 }
@@ -98,10 +160,13 @@ struct Discovery<'a> {
 }
 
 impl Discovery<'_> {
-    /// The cosign signature layers of `digest`, each with its payload fetched and checked
-    /// against its digest. No signature image → none.
-    async fn cosign(&self, digest: &str) -> Result<Vec<Candidate<cosign::Candidate>>, Stop> {
-        const FORMAT: SignatureFormat = SignatureFormat::Cosign;
+    /// The layers of the signature image of `digest`, each with its payload fetched and
+    /// checked against its digest. No signature image → none.
+    async fn signature_image(
+        &self,
+        digest: &str,
+        format: SignatureFormat,
+    ) -> Result<Vec<Candidate<SignatureLayer>>, Stop> {
         let manifest = match self
             .source
             .manifest(self.repo, &cosign::signature_tag(digest), self.budget)
@@ -109,13 +174,13 @@ impl Discovery<'_> {
         {
             Ok(m) => m,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Ok(vec![Err(self.unusable(FORMAT, e)?)]),
+            Err(e) => return Ok(vec![Err(self.unusable(format, e)?)]),
         };
         let layers = match cosign_layers(&manifest.bytes) {
             Ok(layers) => layers,
             Err(e) => {
                 self.metrics
-                    .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
+                    .signatures_skipped(format.as_str(), SkipReason::Malformed, 1);
                 let why = format!(
                     "signature manifest {} in {}/{} is not an OCI manifest: {e}",
                     manifest.digest,
@@ -123,14 +188,14 @@ impl Discovery<'_> {
                     self.repo
                 );
                 return Ok(vec![Err(Checked::failed(
-                    FORMAT,
+                    format,
                     "",
                     VerdictCode::InvalidSignature,
                     why,
                 ))]);
             }
         };
-        self.note_over_limit(FORMAT, layers.len());
+        self.note_over_limit(format, layers.len());
         let mut out = Vec::new();
         for layer in layers.into_iter().take(self.bounds.max_signatures) {
             let payload = self
@@ -143,38 +208,38 @@ impl Discovery<'_> {
                 )
                 .await;
             out.push(match payload {
-                Ok(bytes) => Ok(cosign::Candidate {
-                    payload: bytes.to_vec(),
-                    signature_b64: layer.signature_b64,
+                Ok(bytes) => Ok(SignatureLayer {
+                    cosign: cosign::Candidate {
+                        payload: bytes.to_vec(),
+                        signature_b64: layer.signature_b64().map(str::to_owned),
+                    },
+                    annotations: layer.annotations,
                 }),
-                Err(e) => Err(self.unusable(FORMAT, e)?),
+                Err(e) => Err(self.unusable(format, e)?),
             });
         }
         Ok(out)
     }
 
-    /// The Notary Project envelopes that refer to `subject`; each signature manifest is
-    /// checked for shape (one envelope layer, `subject` = the image) before its envelope
-    /// is fetched.
-    async fn notation(
+    /// The artifacts among the referrers of `subject` that `classify` accepts as `format`
+    /// (by artifact type, shape, and `subject` = the image, before anything else is
+    /// fetched), each with its one layer's blob.
+    async fn referrers(
         &self,
         subject: &Descriptor,
-    ) -> Result<Vec<Candidate<(String, Vec<u8>)>>, Stop> {
-        const FORMAT: SignatureFormat = SignatureFormat::Notation;
+        format: SignatureFormat,
+        artifact_types: &[&str],
+        classify: fn(&[u8], &str, &str) -> ReferrerManifest,
+    ) -> Result<Vec<Candidate<(Descriptor, Vec<u8>)>>, Stop> {
         let found = match self
             .source
-            .referrers(
-                self.repo,
-                &subject.digest,
-                notation::ARTIFACT_TYPE,
-                self.budget,
-            )
+            .referrers(self.repo, &subject.digest, artifact_types, self.budget)
             .await
         {
             Ok(found) => found,
-            Err(e) => return Ok(vec![Err(self.unusable(FORMAT, e)?)]),
+            Err(e) => return Ok(vec![Err(self.unusable(format, e)?)]),
         };
-        self.note_over_limit(FORMAT, found.len());
+        self.note_over_limit(format, found.len());
         let mut out = Vec::new();
         for d in found.into_iter().take(self.bounds.max_signatures) {
             let m = match self
@@ -184,21 +249,21 @@ impl Discovery<'_> {
             {
                 Ok(m) => m,
                 Err(e) => {
-                    out.push(Err(self.unusable(FORMAT, e)?));
+                    out.push(Err(self.unusable(format, e)?));
                     continue;
                 }
             };
-            let layer = match notary_manifest(&m.bytes, &d.digest, &subject.digest) {
-                NotaryManifest::NotNotary => continue,
-                NotaryManifest::Unusable(denial) => {
+            let layer = match classify(&m.bytes, &d.digest, &subject.digest) {
+                ReferrerManifest::Other => continue,
+                ReferrerManifest::Unusable(denial) => {
                     self.metrics
-                        .signatures_skipped(FORMAT.as_str(), SkipReason::Malformed, 1);
-                    out.push(Err(Checked::failed(FORMAT, "", denial.code, denial.reason)));
+                        .signatures_skipped(format.as_str(), SkipReason::Malformed, 1);
+                    out.push(Err(Checked::failed(format, "", denial.code, denial.reason)));
                     continue;
                 }
-                NotaryManifest::Envelope(layer) => layer,
+                ReferrerManifest::Layer(layer) => layer,
             };
-            let envelope = self
+            let blob = self
                 .source
                 .blob(
                     self.repo,
@@ -207,9 +272,9 @@ impl Discovery<'_> {
                     self.budget,
                 )
                 .await;
-            out.push(match envelope {
-                Ok(b) => Ok((layer.media_type.clone(), b.to_vec())),
-                Err(e) => Err(self.unusable(FORMAT, e)?),
+            out.push(match blob {
+                Ok(b) => Ok((layer, b.to_vec())),
+                Err(e) => Err(self.unusable(format, e)?),
             });
         }
         Ok(out)
@@ -273,13 +338,14 @@ pub(crate) fn judge(
     for v in verifiers {
         let seen: Vec<Checked> = match v {
             LoadedVerifier::Cosign(keys) => candidates
-                .cosign
+                .signature_image
                 .iter()
                 .map(|c| match c {
-                    Ok(c) => cosign::check(c, keys, &target.digest),
+                    Ok(layer) => cosign::check(&layer.cosign, keys, &target.digest),
                     Err(unusable) => unusable.clone(),
                 })
                 .collect(),
+            LoadedVerifier::Keyless(k) => keyless_checks(k, candidates, &target.digest),
             LoadedVerifier::Notation(trust) => candidates
                 .notation
                 .iter()
@@ -298,6 +364,34 @@ pub(crate) fn judge(
         verdict: combine(require, verdicts),
         checked,
     }
+}
+
+/// What a keyless verifier makes of the candidates its format reads: the `.sig` layers,
+/// then the bundles (attestations among them are not signatures and are left out).
+fn keyless_checks(k: &KeylessVerifier, candidates: &Candidates, digest: &str) -> Vec<Checked> {
+    let as_sigstore = |unusable: &Checked| {
+        let mut c = unusable.clone();
+        c.report.format = SignatureFormat::Sigstore.as_str().to_string();
+        c
+    };
+    let mut seen = Vec::new();
+    if k.format().legacy() {
+        for c in &candidates.signature_image {
+            seen.push(match c {
+                Ok(layer) => k.check_legacy(&layer.cosign.payload, &layer.annotations, digest),
+                Err(unusable) => as_sigstore(unusable),
+            });
+        }
+    }
+    if k.format().bundles() {
+        for c in &candidates.bundles {
+            match c {
+                Ok(bundle) => seen.extend(k.check_bundle(bundle, digest)),
+                Err(unusable) => seen.push(as_sigstore(unusable)),
+            }
+        }
+    }
+    seen
 }
 
 /// `require: any` passes when one verifier passes (else the first failure); `all` when
@@ -362,7 +456,7 @@ mod tests {
             &'a self,
             _: &'a str,
             digest: &'a str,
-            _: &'a str,
+            _: &'a [&'a str],
             _: Instant,
         ) -> BoxFuture<'a, Result<Vec<Descriptor>, RegistryError>> {
             self.asked
@@ -479,11 +573,15 @@ mod tests {
         );
         let metrics = Metrics::new();
         let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
-        assert_eq!(c.cosign.len(), 3);
-        assert!(matches!(&c.cosign[0], Err(f) if f.failure == Some(VerdictCode::InvalidSignature)));
-        assert!(matches!(&c.cosign[1], Err(f) if f.failure == Some(VerdictCode::InvalidSignature)));
-        match &c.cosign[2] {
-            Ok(cand) => assert_eq!(cand.payload, b"payload"),
+        assert_eq!(c.signature_image.len(), 3);
+        assert!(
+            matches!(&c.signature_image[0], Err(f) if f.failure == Some(VerdictCode::InvalidSignature))
+        );
+        assert!(
+            matches!(&c.signature_image[1], Err(f) if f.failure == Some(VerdictCode::InvalidSignature))
+        );
+        match &c.signature_image[2] {
+            Ok(layer) => assert_eq!(layer.cosign.payload, b"payload"),
             Err(f) => panic!("the good payload was fetched: {f:?}"),
         }
         let text = metrics.encode();
@@ -507,7 +605,7 @@ mod tests {
         cosign_image(&mut mem, &layers);
         let metrics = Metrics::new();
         let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
-        assert_eq!(c.cosign.len(), 3, "limits.maxSignatures");
+        assert_eq!(c.signature_image.len(), 3, "limits.maxSignatures");
         let asked = mem.asked.lock().expect("lock").clone();
         assert!(!asked.contains(&format!("blob {last}")), "{asked:?}");
         assert!(metrics.encode().contains(
@@ -520,16 +618,18 @@ mod tests {
         let metrics = Metrics::new();
         let mut mem = Memory::default();
         let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
-        assert!(c.cosign.is_empty(), "no .sig tag: no candidate");
+        assert!(c.signature_image.is_empty(), "no .sig tag: no candidate");
         mem.fail
             .insert(cosign::signature_tag(SUBJECT), ErrorKind::Content);
         let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
-        assert_eq!(c.cosign.len(), 1);
-        assert!(c.cosign[0].is_err());
+        assert_eq!(c.signature_image.len(), 1);
+        assert!(c.signature_image[0].is_err());
         mem.fail
             .insert(cosign::signature_tag(SUBJECT), ErrorKind::DigestMismatch);
         let c = cosign_candidates(&mem, &metrics).await.expect("no stop");
-        assert!(matches!(&c.cosign[0], Err(f) if f.failure == Some(VerdictCode::DigestMismatch)));
+        assert!(
+            matches!(&c.signature_image[0], Err(f) if f.failure == Some(VerdictCode::DigestMismatch))
+        );
     }
 
     #[tokio::test]
@@ -569,9 +669,105 @@ mod tests {
         .expect("no stop");
         assert_eq!(c.notation.len(), 1);
         assert!(c.notation[0].is_err());
-        assert!(c.cosign.is_empty(), "cosign not asked for");
+        assert!(c.signature_image.is_empty(), "cosign not asked for");
         let asked = mem.asked.lock().expect("lock").clone();
         assert_eq!(asked, vec![format!("referrers {SUBJECT}")]);
+    }
+
+    async fn keyless_candidates(mem: &Memory, format: crate::config::KeylessFormat) -> Candidates {
+        let verifiers = [LoadedVerifier::Keyless(KeylessVerifier::for_discovery(
+            format,
+        ))];
+        fetch(
+            mem,
+            "r",
+            &subject(),
+            &verifiers,
+            Bounds {
+                max_signatures: 3,
+                max_signature_bytes: 4096,
+            },
+            &Metrics::new(),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await
+        .expect("no stop")
+    }
+
+    /// A bundle referrer of `subject_digest` holding `bundle`.
+    fn bundle_referrer(mem: &mut Memory, subject_digest: &str, bundle: &[u8]) -> Descriptor {
+        const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+        let layer = mem.put_blob(bundle);
+        let m = serde_json::json!({
+            "schemaVersion": 2, "artifactType": BUNDLE,
+            "layers": [{"mediaType": BUNDLE, "digest": layer, "size": bundle.len()}],
+            "subject": {"mediaType": crate::registry::OCI_MANIFEST, "digest": subject_digest, "size": 1},
+        })
+        .to_string();
+        let d = Descriptor {
+            media_type: crate::registry::OCI_MANIFEST.into(),
+            digest: sha256_digest(m.as_bytes()),
+            size: m.len() as u64,
+            artifact_type: Some(BUNDLE.into()),
+        };
+        mem.manifests.insert(d.digest.clone(), m.into_bytes());
+        d
+    }
+
+    #[tokio::test]
+    async fn keyless_formats_read_only_their_sources() {
+        use crate::config::KeylessFormat;
+        let mut mem = Memory::default();
+        let payload = mem.put_blob(b"payload");
+        cosign_image(&mut mem, &[(payload, "c2ln")]);
+        let d = bundle_referrer(&mut mem, SUBJECT, b"{\"not\": \"a bundle\"}");
+        mem.referrers.insert(SUBJECT.into(), Ok(vec![d]));
+
+        let legacy = keyless_candidates(&mem, KeylessFormat::Legacy).await;
+        assert_eq!((legacy.signature_image.len(), legacy.bundles.len()), (1, 0));
+        let asked = std::mem::take(&mut *mem.asked.lock().expect("lock"));
+        assert!(
+            asked.iter().all(|a| !a.starts_with("referrers")),
+            "{asked:?}"
+        );
+
+        let bundle = keyless_candidates(&mem, KeylessFormat::Bundle).await;
+        assert_eq!((bundle.signature_image.len(), bundle.bundles.len()), (0, 1));
+        let asked = std::mem::take(&mut *mem.asked.lock().expect("lock"));
+        assert!(asked.iter().all(|a| !a.contains(".sig")), "{asked:?}");
+
+        let any = keyless_candidates(&mem, KeylessFormat::Any).await;
+        assert_eq!((any.signature_image.len(), any.bundles.len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_bundle_of_another_subject_is_a_failed_candidate_and_junk_bundles_do_not_verify() {
+        use crate::config::KeylessFormat;
+        let mut mem = Memory::default();
+        let other = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        let wrong = bundle_referrer(&mut mem, other, b"{}");
+        let junk = bundle_referrer(&mut mem, SUBJECT, b"{\"mediaType\": \"x\"}");
+        mem.referrers.insert(SUBJECT.into(), Ok(vec![wrong, junk]));
+        let c = keyless_candidates(&mem, KeylessFormat::Bundle).await;
+        assert!(matches!(&c.bundles[0], Err(f) if f.failure == Some(VerdictCode::DigestMismatch)));
+        assert!(c.bundles[1].is_ok(), "fetched: judged by the verifier");
+        let verifiers = [LoadedVerifier::Keyless(KeylessVerifier::for_discovery(
+            KeylessFormat::Bundle,
+        ))];
+        let target = notation::Target {
+            digest: SUBJECT.into(),
+            media_type: crate::registry::OCI_MANIFEST.into(),
+            size: 1,
+        };
+        let j = judge(&verifiers, Require::Any, &c, &target, SystemTime::now());
+        assert_eq!(j.checked.len(), 2);
+        assert!(j.checked.iter().all(|c| c.report.format == "sigstore"));
+        let denial = j.verdict.expect_err("nothing verifies");
+        assert_eq!(
+            denial.code,
+            VerdictCode::DigestMismatch,
+            "the most telling failure"
+        );
     }
 
     fn pass() -> Result<(), Denial> {
@@ -604,13 +800,13 @@ mod tests {
         // A cosign verifier without keys and one junk candidate: invalid-signature; a
         // Notary verifier with no candidate: unsigned; `all` explains by the first.
         let candidates = Candidates {
-            cosign: vec![Err(Checked::failed(
+            signature_image: vec![Err(Checked::failed(
                 SignatureFormat::Cosign,
                 "",
                 VerdictCode::InvalidSignature,
                 "junk",
             ))],
-            notation: Vec::new(),
+            ..Candidates::default()
         };
         let target = notation::Target {
             digest: SUBJECT.into(),

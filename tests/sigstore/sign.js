@@ -7,6 +7,8 @@
 //
 // Run by tests/support/sigstore.rs as `node sign.js` with NODE_PATH pointing at the
 // node_modules that .ci/run installs from this directory's package-lock.json.
+// SIGN_IMAGES=n also signs n further images three ways each (DSSE bundle, message-signature
+// bundle, legacy .sig payload), for tests and benchmarks that push many to a registry.
 'use strict';
 
 const crypto = require('crypto');
@@ -107,24 +109,40 @@ async function main() {
   const rekor = new RekorWitness({ rekorBaseURL: 'https://rekor.test', entryType: 'intoto' });
   const timestamp = new TSAWitness({ tsaBaseURL: 'https://tsa.test' });
 
-  // The "image": a manifest whose digest the signatures name.
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [], nonce: b64(crypto.randomBytes(8)) }));
+  // The "image": an OCI image manifest (config: the 2-byte `{}` blob, no layers) a registry
+  // accepts byte for byte, whose digest the signatures name.
+  const emptyConfig = Buffer.from('{}');
+  const imageManifest = () =>
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: {
+          mediaType: 'application/vnd.oci.image.config.v1+json',
+          digest: `sha256:${sha256(emptyConfig).toString('hex')}`,
+          size: emptyConfig.length,
+        },
+        layers: [],
+        annotations: { 'org.example.nonce': b64(crypto.randomBytes(8)) },
+      }),
+    );
+  const manifest = imageManifest();
   const digest = `sha256:${sha256(manifest).toString('hex')}`;
   const other = Buffer.from('another artifact');
   const otherDigest = `sha256:${sha256(other).toString('hex')}`;
 
-  const statement = (subjectDigest) =>
+  const statement = (subjectDigest, predicateType = COSIGN_PREDICATE, predicate = {}) =>
     Buffer.from(
       JSON.stringify({
         _type: 'https://in-toto.io/Statement/v1',
         subject: [{ name: 'ghcr.io/acme/app', digest: { sha256: subjectDigest.slice('sha256:'.length) } }],
-        predicateType: COSIGN_PREDICATE,
-        predicate: {},
+        predicateType,
+        predicate,
       }),
     );
-  const dsse = (fulcio, witnesses, subjectDigest = digest, subject = SUBJECT) =>
+  const dsse = (fulcio, witnesses, subjectDigest = digest, subject = SUBJECT, data = statement(subjectDigest)) =>
     new DSSEBundleBuilder({ signer: signer(fulcio, subject), witnesses })
-      .create({ data: statement(subjectDigest), type: 'application/vnd.in-toto+json' })
+      .create({ data, type: 'application/vnd.in-toto+json' })
       .then(bundleToJSON);
   const message = (fulcio, witnesses, data = manifest) =>
     new MessageSignatureBundleBuilder({ signer: signer(fulcio), witnesses })
@@ -133,16 +151,18 @@ async function main() {
 
   // cosign's simple-signing payload for the image, signed as a message: what a legacy
   // `.sig` layer holds (payload, signature, certificate, Rekor hashedrekord entry).
-  const payload = Buffer.from(
-    JSON.stringify({
-      critical: {
-        identity: { 'docker-reference': 'ghcr.io/acme/app' },
-        image: { 'docker-manifest-digest': digest },
-        type: 'cosign container image signature',
-      },
-      optional: null,
-    }),
-  );
+  const simpleSigning = (imageDigest) =>
+    Buffer.from(
+      JSON.stringify({
+        critical: {
+          identity: { 'docker-reference': 'ghcr.io/acme/app' },
+          image: { 'docker-manifest-digest': imageDigest },
+          type: 'cosign container image signature',
+        },
+        optional: null,
+      }),
+    );
+  const payload = simpleSigning(digest);
 
   const bundles = {
     dsse: await dsse('https://fulcio.test', [rekor]),
@@ -155,7 +175,36 @@ async function main() {
     evilSubject: await dsse('https://fulcio.test', [rekor], digest, `https://evil.example/?${SUBJECT}`),
     legacy: await message('https://fulcio.test', [rekor], payload),
     legacyTsa: await message('https://fulcio.test', [rekor, timestamp], payload),
+    // An attestation, not a signature: SLSA provenance about the image.
+    slsa: await dsse(
+      'https://fulcio.test',
+      [rekor],
+      digest,
+      SUBJECT,
+      statement(digest, 'https://slsa.dev/provenance/v1', {
+        buildDefinition: { buildType: 'https://actions.github.io/buildtypes/workflow/v1' },
+        runDetails: { builder: { id: 'https://github.com/actions/runner/github-hosted' } },
+      }),
+    ),
   };
+
+  // Further images, each signed three ways.
+  const images = [];
+  for (let i = 0; i < Number(process.env.SIGN_IMAGES || 0); i++) {
+    const m = imageManifest();
+    const d = `sha256:${sha256(m).toString('hex')}`;
+    const p = simpleSigning(d);
+    images.push({
+      manifest: b64(m),
+      digest: d,
+      payload: b64(p),
+      bundles: {
+        dsse: await dsse('https://fulcio.test', [rekor], d),
+        message: await message('https://fulcio.test', [rekor], m),
+        legacy: await message('https://fulcio.test', [rekor], p),
+      },
+    });
+  }
 
   const start = new Date(now - 24 * HOUR).toISOString();
   const trustedRoot = {
@@ -215,6 +264,7 @@ async function main() {
       payload: b64(payload),
       caRoot: b64(ca.rootCertificate),
       bundles,
+      images,
     }),
   );
 }

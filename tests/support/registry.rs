@@ -691,35 +691,93 @@ pub async fn push_cosign_signatures(
     image_digest: &str,
     sigs: &[CosignSignature],
 ) -> String {
-    let mut layers = Vec::with_capacity(sigs.len());
-    for sig in sigs {
-        let digest = pusher.push_blob(repo, &sig.payload).await;
-        layers.push(json!({
-            "mediaType": COSIGN_SIMPLESIGNING,
-            "digest": digest,
-            "size": sig.payload.len(),
-            "annotations": {COSIGN_SIGNATURE_ANNOTATION: sig.signature_b64},
-        }));
+    let layers: Vec<_> = sigs
+        .iter()
+        .map(|sig| {
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(
+                COSIGN_SIGNATURE_ANNOTATION.to_string(),
+                json!(sig.signature_b64),
+            );
+            (sig.payload.clone(), annotations)
+        })
+        .collect();
+    push_signature_layers(pusher, repo, image_digest, &layers).await
+}
+
+/// Pushes a signature image of simple-signing layers (payload, annotations), as cosign
+/// does, tagged [`signature_tag`] in `repo`. Returns the signature manifest's digest.
+pub async fn push_signature_layers(
+    pusher: &Pusher,
+    repo: &str,
+    image_digest: &str,
+    sigs: &[(Vec<u8>, serde_json::Map<String, serde_json::Value>)],
+) -> String {
+    let image = SignatureImage::of(sigs);
+    for blob in image.blobs() {
+        pusher.push_blob(repo, blob).await;
     }
-    let diff_ids: Vec<_> = layers.iter().map(|l| l["digest"].clone()).collect();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "",
-        "created": "0001-01-01T00:00:00Z",
-        "history": [{"created": "0001-01-01T00:00:00Z"}],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "config": {},
-    }))
-    .expect("config json");
-    let config_digest = pusher.push_blob(repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
-        "layers": layers,
-    }))
-    .expect("signature manifest json");
     pusher
-        .push_manifest(repo, &signature_tag(image_digest), OCI_MANIFEST, &manifest)
+        .push_manifest(
+            repo,
+            &signature_tag(image_digest),
+            OCI_MANIFEST,
+            &image.manifest,
+        )
         .await
+}
+
+/// A cosign signature image, byte for byte: its config (as go-containerregistry writes
+/// it), its manifest, and the payload blobs its layers name.
+pub struct SignatureImage {
+    pub payloads: Vec<Vec<u8>>,
+    pub config: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
+impl SignatureImage {
+    /// The signature image of simple-signing layers (payload, annotations).
+    pub fn of(sigs: &[(Vec<u8>, serde_json::Map<String, serde_json::Value>)]) -> SignatureImage {
+        let layers: Vec<_> = sigs
+            .iter()
+            .map(|(payload, annotations)| {
+                json!({
+                    "mediaType": COSIGN_SIMPLESIGNING,
+                    "digest": sha256_digest(payload),
+                    "size": payload.len(),
+                    "annotations": annotations,
+                })
+            })
+            .collect();
+        let diff_ids: Vec<_> = layers.iter().map(|l| l["digest"].clone()).collect();
+        let config = serde_json::to_vec(&json!({
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {},
+        }))
+        .expect("config json");
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(&config), "size": config.len()},
+            "layers": layers,
+        }))
+        .expect("signature manifest json");
+        SignatureImage {
+            payloads: sigs.iter().map(|(p, _)| p.clone()).collect(),
+            config,
+            manifest,
+        }
+    }
+
+    /// Every blob the manifest names: the payloads, then the config.
+    pub fn blobs(&self) -> impl Iterator<Item = &[u8]> {
+        self.payloads
+            .iter()
+            .map(Vec::as_slice)
+            .chain(std::iter::once(self.config.as_slice()))
+    }
 }

@@ -7,6 +7,11 @@
 //! Its node_modules live outside the work tree, in `target/sigstore-node` (installed by
 //! `.ci/run` with `npm ci` from `tests/sigstore/package-lock.json`); `NODE_PATH` points
 //! the script at them.
+//!
+//! The signed "images" are real OCI image manifests (the `{}` config, no layers), so
+//! [`push_image`], [`push_legacy`] and [`push_bundle`] put them and their signatures into a
+//! registry byte for byte, as cosign ≤ v2 (the `.sig` tag) and cosign v3 (a bundle
+//! referrer) leave them.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,6 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::layout::{Descriptor, LayoutServer, push_referrer};
+use super::registry::{
+    OCI_MANIFEST, Pusher, SignatureImage, push_signature_layers, sha256_digest, signature_tag,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -51,17 +60,46 @@ pub struct Fixtures {
     /// The mock Fulcio root certificate (DER).
     pub ca_root: Vec<u8>,
     /// Bundles by name: `dsse`, `dsseTsa`, `message`, `other`, `expired`,
-    /// `noSct`, `private`, `evilSubject`, `legacy`, `legacyTsa` (see sign.js).
+    /// `noSct`, `private`, `evilSubject`, `legacy`, `legacyTsa`, `slsa` (an attestation:
+    /// SLSA provenance, not a signature; see sign.js).
+    pub bundles: BTreeMap<String, Value>,
+    /// Further images, each signed three ways (`SIGN_IMAGES`).
+    pub images: Vec<SignedImage>,
+}
+
+/// An image manifest and its signatures: bundles `dsse` (cosign's signing predicate),
+/// `message` (over the manifest) and `legacy` (over [`SignedImage::payload`]).
+#[derive(Debug, Clone)]
+pub struct SignedImage {
+    pub manifest: Vec<u8>,
+    pub digest: String,
+    pub payload: Vec<u8>,
     pub bundles: BTreeMap<String, Value>,
 }
+
+impl SignedImage {
+    /// Bundle `name` as JSON bytes.
+    pub fn bundle_bytes(&self, name: &str) -> Vec<u8> {
+        serde_json::to_vec(
+            self.bundles
+                .get(name)
+                .unwrap_or_else(|| panic!("no {name}")),
+        )
+        .expect("json")
+    }
+}
+
+/// Images [`fixtures`] signs beyond the named bundles' own.
+pub const FIXTURE_IMAGES: usize = 4;
 
 /// The fixtures, made on first use.
 pub fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
-    FIXTURES.get_or_init(sign)
+    FIXTURES.get_or_init(|| sign(FIXTURE_IMAGES))
 }
 
-fn sign() -> Fixtures {
+/// One run of the signing script, with `images` further images.
+pub fn sign(images: usize) -> Fixtures {
     let modules = node_modules();
     assert!(
         modules.join("@sigstore/sign").is_dir(),
@@ -73,6 +111,7 @@ fn sign() -> Fixtures {
     let mut child = Command::new(&node)
         .arg(&script)
         .env("NODE_PATH", &modules)
+        .env("SIGN_IMAGES", images.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -116,6 +155,21 @@ fn sign() -> Fixtures {
         payload: bytes("payload"),
         ca_root: bytes("caRoot"),
         bundles: serde_json::from_value(v["bundles"].clone()).expect("bundles"),
+        images: v["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .map(|i| {
+                let text = |k: &str| i[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string();
+                let bytes = |k: &str| B64.decode(text(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
+                SignedImage {
+                    manifest: bytes("manifest"),
+                    digest: text("digest"),
+                    payload: bytes("payload"),
+                    bundles: serde_json::from_value(i["bundles"].clone()).expect("bundles"),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -150,7 +204,14 @@ impl Fixtures {
     /// annotation) and RFC 3161 timestamp, with the Fulcio root as the untrusted chain,
     /// as cosign writes it.
     pub fn legacy(&self, name: &str) -> LegacySignature {
-        let b = self.bundle(name);
+        LegacySignature::from_annotations(
+            self.payload.clone(),
+            self.legacy_annotations(&self.bundle(name)),
+        )
+    }
+
+    /// The annotations of the legacy `.sig` layer equivalent to message bundle `b`.
+    pub fn legacy_annotations(&self, b: &Value) -> Vec<(String, String)> {
         let material = &b["verificationMaterial"];
         let leaf = material["x509CertificateChain"]["certificates"][0]["rawBytes"]
             .as_str()
@@ -196,8 +257,120 @@ impl Fixtures {
                 json!({"SignedRFC3161Timestamp": ts["signedTimestamp"]}).to_string(),
             ));
         }
-        LegacySignature::from_annotations(self.payload.clone(), annotations)
+        annotations
     }
+
+    /// The trusted root JSON, for a config's `trustedRoot` file.
+    pub fn root_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.root).expect("json")
+    }
+}
+
+/// The bundle media type and artifact type cosign v3 writes.
+pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// Pushes a signed image manifest as `repo:tag`: its `{}` config blob, then the manifest
+/// bytes. Returns its descriptor.
+pub async fn push_image(pusher: &Pusher, repo: &str, tag: &str, manifest: &[u8]) -> Descriptor {
+    pusher.push_blob(repo, b"{}").await;
+    pusher
+        .push_manifest(repo, tag, OCI_MANIFEST, manifest)
+        .await;
+    Descriptor::of_manifest(OCI_MANIFEST, manifest)
+}
+
+/// Pushes a legacy keyless signature of `image_digest` as cosign ≤ v2 does: the payload as a
+/// simple-signing layer of the `sha256-<hex>.sig` image, annotated with the signature,
+/// certificate, chain, Rekor bundle and timestamp.
+pub async fn push_legacy(
+    pusher: &Pusher,
+    repo: &str,
+    image_digest: &str,
+    payload: &[u8],
+    annotations: &[(String, String)],
+) -> String {
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    push_signature_layers(
+        pusher,
+        repo,
+        image_digest,
+        &[(payload.to_vec(), annotations)],
+    )
+    .await
+}
+
+/// The manifest cosign v3 writes for a bundle referrer: artifact type and layer the bundle
+/// media type, the empty config, `subject` the image; its annotations are cosign's (and are
+/// never read).
+pub fn bundle_manifest(subject: &Descriptor, bundle_digest: &str, bundle_size: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE_V03,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": sha256_digest(b"{}"),
+            "size": 2,
+            "data": "e30=",
+        },
+        "layers": [{"mediaType": BUNDLE_V03, "digest": bundle_digest, "size": bundle_size}],
+        "subject": subject.subject_json(),
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+        },
+    }))
+    .expect("bundle manifest json")
+}
+
+/// Pushes `bundle` as a referrer of `subject`, as cosign v3 does against a registry without
+/// the referrers API: the empty config and bundle blobs, the bundle manifest by digest, and
+/// the subject's `sha256-<hex>` tag-schema index. Returns the referrer's descriptor.
+pub async fn push_bundle(
+    pusher: &Pusher,
+    repo: &str,
+    subject: &Descriptor,
+    bundle: &[u8],
+) -> Descriptor {
+    pusher.push_blob(repo, b"{}").await;
+    let bundle_digest = pusher.push_blob(repo, bundle).await;
+    let manifest = bundle_manifest(subject, &bundle_digest, bundle.len());
+    push_referrer(pusher, repo, &subject.digest, &manifest, BUNDLE_V03).await
+}
+
+/// What [`push_legacy`] does, on the in-process OCI 1.1 server.
+pub fn add_legacy(
+    server: &LayoutServer,
+    repo: &str,
+    image_digest: &str,
+    payload: &[u8],
+    annotations: &[(String, String)],
+) {
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let image = SignatureImage::of(&[(payload.to_vec(), annotations)]);
+    for blob in image.blobs() {
+        server.add_blob(repo, blob.to_vec());
+    }
+    let d = server.add_manifest(repo, image.manifest.clone(), OCI_MANIFEST);
+    server.set_tag(repo, &signature_tag(image_digest), &d.digest);
+}
+
+/// What [`push_bundle`] does, on the in-process OCI 1.1 server (whose referrers API lists
+/// the manifest by its `subject`).
+pub fn add_bundle(server: &LayoutServer, repo: &str, subject: &Descriptor, bundle: &[u8]) {
+    server.add_blob(repo, b"{}".to_vec());
+    let bundle_digest = server.add_blob(repo, bundle.to_vec());
+    server.add_manifest(
+        repo,
+        bundle_manifest(subject, &bundle_digest, bundle.len()),
+        OCI_MANIFEST,
+    );
 }
 
 pub fn hex(bytes: &[u8]) -> String {
