@@ -120,6 +120,13 @@ impl Descriptor {
 }
 
 /// The referrers tag schema's tag for `digest`: `sha256:<hex>` becomes `sha256-<hex>`.
+/// Whether `tag` is a tag-schema index tag (`sha256-<64 hex>`, no suffix: cosign's
+/// `sha256-<hex>.sig` is an ordinary tag).
+fn is_tag_schema_index(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub fn tag_schema_tag(digest: &str) -> String {
     digest.replace(':', "-")
 }
@@ -532,7 +539,7 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
         "manifests" => {
             let digest = if is_digest(reference) {
                 Some(reference)
-            } else if reference.starts_with("sha256-") && !shared.options.tag_schema {
+            } else if is_tag_schema_index(reference) && !shared.options.tag_schema {
                 None
             } else {
                 repo.tags.get(reference).map(String::as_str)
