@@ -686,6 +686,143 @@ async fn cold_keyless(dir: &Path, client: &Client, n: usize) {
     println!("bench: keyless_cpu_per_legacy_verification_median {l:.3} ms");
 }
 
+/// Cold verification of `n` images each with a keyless signature and a SLSA provenance
+/// attestation (both bundles, referrers API) judged by the shipped provenance policy:
+/// latency and round trips per image; then the CPU of one image's signature and
+/// attestation checks and evaluation, and the evaluation of a 1 MiB SPDX SBOM against the
+/// shipped SBOM policy, in this process.
+async fn cold_attested(dir: &Path, client: &Client, n: usize) {
+    use support::sigstore::{add_bundle, node_modules, sign};
+    if !node_modules().join("@sigstore/sign").is_dir() {
+        println!("bench: attestation scenarios skipped (run .ci/run to install the Node signer)");
+        return;
+    }
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/attestations");
+    let f = sign(n);
+    let root = dir.join("trusted_root.json");
+    std::fs::write(&root, f.root_json()).expect("trusted root");
+    let server = support::layout::LayoutServer::start(
+        Vec::new(),
+        support::layout::ServerOptions {
+            tag_schema: false,
+            page_size: None,
+        },
+    )
+    .await;
+    let mut keys = Vec::new();
+    for (i, image) in f.images.iter().enumerate() {
+        let repo = format!("acme/a{i}");
+        server.add_blob(&repo, b"{}".to_vec());
+        let d = server.add_manifest(
+            &repo,
+            image.manifest.clone(),
+            support::registry::OCI_MANIFEST,
+        );
+        server.set_tag(&repo, "v1", &d.digest);
+        add_bundle(&server, &repo, &d, &image.bundle_bytes("dsse"));
+        add_bundle(&server, &repo, &d, &image.bundle_bytes("slsa"));
+        keys.push(format!("{}/{repo}:v1", server.host));
+    }
+    let policy = format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme-ci\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - keyless:\n      trustedRoot: {root}\n      format: bundle\n      identities:\n      - {{issuer: \"{issuer}\", subject: \"{subject}\"}}\n  attestations:\n  - predicateType: https://slsa.dev/provenance/v1\n    policy: {slsa}\n    params: {{repositories: [\"https://github.com/acme/app\"]}}\n",
+        host = server.host,
+        root = root.display(),
+        issuer = f.issuer,
+        subject = f.subject,
+        slsa = policies.join("slsa-provenance.rego").display(),
+    );
+    let served = serve(&write_config(dir, "attested.yaml", &policy)).await;
+    let mut conn = Conn::open(served.provider, client.clone())
+        .await
+        .expect("connect");
+    let before = server.requests().len();
+    let mut lat = Vec::new();
+    for key in &keys {
+        let t = Instant::now();
+        let r = conn
+            .post("/v1/verify", provider_request(&[key]))
+            .await
+            .expect("request");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let value = &r.json()["response"]["items"][0]["value"];
+        assert_eq!(value["verified"], true, "{}", r.text());
+        assert_eq!(value["attestations"][0]["passed"], true, "{}", r.text());
+    }
+    let trips = (server.requests().len() - before) as f64 / keys.len() as f64;
+    print_cold("verify_attested_cold", lat, trips);
+
+    // CPU of one image in this process: the signature bundle, the attestation bundle, the
+    // provenance policy.
+    let trusted = vouch::keyless::TrustedRoot::from_json(&f.root_json()).expect("root");
+    let rule = vouch::keyless::IdentityRule::new(
+        vouch::keyless::Matcher::Exact(f.issuer.clone()),
+        vouch::keyless::Matcher::Exact(f.subject.clone()),
+    );
+    let identity = vouch::keyless::KeylessPolicy::new(vec![rule]).expect("policy");
+    let slsa = vouch::internal::RegoPolicy::load(
+        &policies.join("slsa-provenance.rego"),
+        Duration::from_secs(1),
+    )
+    .expect("slsa policy");
+    let image = &f.images[0];
+    let (sig, att) = (image.bundle_bytes("dsse"), image.bundle_bytes("slsa"));
+    let params = serde_json::json!({"repositories": ["https://github.com/acme/app"]});
+    let mut samples = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        assert!(vouch::keyless::verify_bundle(&sig, &image.digest, &trusted, &identity).is_ok());
+        let v =
+            vouch::keyless::verify_bundle(&att, &image.digest, &trusted, &identity).expect("att");
+        let statement = match v.content {
+            vouch::keyless::SignedContent::Dsse { statement, .. } => statement,
+            _ => panic!("a DSSE attestation"),
+        };
+        let input = serde_json::json!({"statement": statement, "signer": v.identity,
+            "issuer": v.issuer, "image": {"reference": "", "digest": image.digest}, "params": params});
+        assert_eq!(slsa.deny(input), Ok(vec![]));
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "bench: attested_cpu_per_image_median {:.3} ms",
+        median(samples)
+    );
+
+    // A 1 MiB SPDX SBOM against the shipped SBOM policy.
+    let sbom =
+        vouch::internal::RegoPolicy::load(&policies.join("sbom.rego"), Duration::from_secs(5))
+            .expect("sbom policy");
+    let mut packages = Vec::new();
+    let mut size = 0;
+    let mut i = 0;
+    while size < 1024 * 1024 {
+        let p = serde_json::json!({"SPDXID": format!("SPDXRef-Package-{i}"), "name": format!("package-{i}"),
+            "versionInfo": "1.0.0", "downloadLocation": "NOASSERTION",
+            "licenseConcluded": "MIT OR Apache-2.0", "licenseDeclared": "MIT"});
+        size += p.to_string().len();
+        packages.push(p);
+        i += 1;
+    }
+    let statement = serde_json::json!({"_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "ghcr.io/acme/app", "digest": {"sha256": "0".repeat(64)}}],
+        "predicateType": "https://spdx.dev/Document",
+        "predicate": {"spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT", "name": "app", "packages": packages}});
+    let input = serde_json::json!({"statement": statement, "signer": "", "issuer": "",
+        "image": {"reference": "", "digest": ""},
+        "params": {"deniedLicenses": ["GPL-3.0-only", "AGPL-3.0-only"], "deniedPackages": ["log4j-core"]}});
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let input = input.clone();
+        let t = Instant::now();
+        assert_eq!(sbom.deny(input), Ok(vec![]));
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("bench: sbom_1mib_packages {i} packages");
+    println!(
+        "bench: sbom_1mib_evaluation_median {:.1} ms",
+        median(samples)
+    );
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -744,5 +881,6 @@ fn main() {
         cold_cosign(dir.path(), &client, n).await;
         cold_notation(dir.path(), &client, n).await;
         cold_keyless(dir.path(), &client, n).await;
+        cold_attested(dir.path(), &client, n).await;
     });
 }

@@ -16,10 +16,11 @@
 //! - `claims`: `/v1/claims`, the atomic first-come register (memory or Redis store).
 //! - `mutate`: `/v1/mutate`, pinning tags to digests with the verification engine's tag
 //!   cache.
-//! - `verify`: the verification engine (cosign and Notary Project verifiers), reaching
+//! - `verify`: the verification engine (cosign, Notary Project and keyless verifiers), reaching
 //!   registries through one narrow `SignatureSource` seam; [`verdict`] is what it
 //!   concludes; [`keyless`] checks Sigstore keyless signatures and bundles; `reference`
-//!   parses image references, `scope` and `policy` select the trust policy for one.
+//!   parses image references, `scope` and `policy` select the trust policy for one;
+//!   `attest` judges the in-toto attestations a policy requires with Rego.
 //! - `registry`: the OCI distribution client; `cache` the verdict and tag caches with
 //!   single flight and the Redis tier; `lease` one verification per key across replicas;
 //!   `redis` the connection and outage policy the caches and the claims store share.
@@ -49,6 +50,7 @@ pub mod verdict;
 #[doc(hidden)]
 pub mod fuzzing;
 
+mod attest;
 mod cache;
 mod claims;
 mod digest;
@@ -74,6 +76,7 @@ mod verify;
 /// (as rustls' `internal`): not a stable interface.
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::attest::{RegoError, RegoPolicy};
     pub use crate::cache::{CachedVerdict, Caches, VerdictKey};
     pub use crate::digest::sha256_digest;
     pub use crate::metrics::Metrics;

@@ -194,6 +194,26 @@ impl SkipReason {
     }
 }
 
+/// Why an attestation was not evaluated, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoredAttestation {
+    /// No verifier of the policy vouches for its envelope (or its subject is another image):
+    /// never read.
+    Unverified,
+    /// The registry served it unusable: over `limits.maxAttestationBytes`, missing, not a
+    /// bundle or envelope.
+    Unreadable,
+}
+
+impl IgnoredAttestation {
+    fn as_str(self) -> &'static str {
+        match self {
+            IgnoredAttestation::Unverified => "unverified",
+            IgnoredAttestation::Unreadable => "unreadable",
+        }
+    }
+}
+
 /// All metric families of the process.
 pub struct Metrics {
     registry: Registry,
@@ -210,6 +230,7 @@ pub struct Metrics {
     cache_coalesced: IntCounterVec,
     verifications: IntCounterVec,
     signatures_skipped: IntCounterVec,
+    attestations_ignored: IntCounterVec,
     registry_requests: IntCounterVec,
     redis_errors: prometheus::IntCounter,
     config_reloads: IntCounterVec,
@@ -313,6 +334,12 @@ impl Metrics {
              unusable (or beyond limits.maxSignatures), by format and reason.",
             &["format", "reason"],
         );
+        let attestations_ignored = counter(
+            "vouch_attestations_ignored_total",
+            "Attestations found for an image but not evaluated: unverified (no verifier of the \
+             policy vouches for them, or another subject) or unreadable, by reason.",
+            &["reason"],
+        );
         let registry_requests = counter(
             "vouch_registry_requests_total",
             "HTTP requests to registries, by configured registry host and status class.",
@@ -357,6 +384,7 @@ impl Metrics {
             Box::new(cache_coalesced.clone()),
             Box::new(verifications.clone()),
             Box::new(signatures_skipped.clone()),
+            Box::new(attestations_ignored.clone()),
             Box::new(registry_requests.clone()),
             Box::new(redis_errors.clone()),
             Box::new(config_reloads.clone()),
@@ -387,6 +415,7 @@ impl Metrics {
             cache_coalesced,
             verifications,
             signatures_skipped,
+            attestations_ignored,
             registry_requests,
             redis_errors,
             config_reloads,
@@ -411,6 +440,15 @@ impl Metrics {
         self.verifications
             .with_label_values(&[outcome.as_str()])
             .inc();
+    }
+
+    /// `n` attestations not evaluated, and why.
+    pub fn attestations_ignored(&self, reason: IgnoredAttestation, n: u64) {
+        if n > 0 {
+            self.attestations_ignored
+                .with_label_values(&[reason.as_str()])
+                .inc_by(n);
+        }
     }
 
     /// `format` is the name of a signature format (`cosign`, `notation`).

@@ -66,6 +66,7 @@ mod tests {
             require: Require::Any,
             action: Action::Allow,
             verifiers: vec![],
+            attestations: vec![],
         }
     }
 

@@ -35,6 +35,11 @@ pub enum VerdictCode {
     /// The image's own manifest, as the registry serves it, cannot be used (over
     /// `limits.maxManifestBytes`, not a manifest): the pusher's doing, so a verdict.
     InvalidImage,
+    /// No verified attestation of a type the policy requires (SPEC §2).
+    MissingAttestation,
+    /// A required attestation's Rego policy denied it (or could not decide: over its time
+    /// budget, a runtime error); the reason quotes the first messages.
+    AttestationDenied,
 }
 
 /// Why something is not verified: the code and one human sentence.
@@ -113,6 +118,23 @@ pub struct Report {
     pub code: VerdictCode,
     /// One human sentence when `verified` is false.
     pub reason: String,
+    /// The attestations the policy requires, as evaluated; absent when it requires none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationReport>,
+}
+
+/// One attestation evaluated for a required type (SPEC §2 `attestations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationReport {
+    /// The in-toto predicate type.
+    pub predicate_type: String,
+    /// Who signed it: the matched identity (keyless) or `key:<name>`.
+    pub signer: String,
+    /// Whether its policy passed it.
+    pub passed: bool,
+    /// The policy's deny messages (empty when it passed).
+    pub messages: Vec<String>,
 }
 
 impl Report {
@@ -126,6 +148,7 @@ impl Report {
             signatures: Vec::new(),
             code: denial.code,
             reason: denial.reason,
+            attestations: Vec::new(),
         }
     }
 
@@ -139,6 +162,7 @@ impl Report {
             signatures: Vec::new(),
             code: VerdictCode::None,
             reason: String::new(),
+            attestations: Vec::new(),
         }
     }
 

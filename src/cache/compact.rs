@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{Denial, Report, SignatureReport, VerdictCode};
+use crate::verdict::{AttestationReport, Denial, Report, SignatureReport, VerdictCode};
 
 /// A cached verdict and how long it may be served. The report is kept as a few dozen bytes
 /// of [`Compact`] (without the per-key `reference`) rather than as a `Report` of seven small
@@ -72,6 +72,8 @@ struct Compact {
     signatures: Vec<CompactSignature>,
     code: VerdictCode,
     reason: String,
+    /// Every field present (no serde skipping in the type), so postcard can hold it as is.
+    attestations: Vec<AttestationReport>,
 }
 
 /// A signature report with every field present: postcard is not self-describing, so the
@@ -150,6 +152,7 @@ impl From<Report> for Compact {
             signatures: r.signatures.into_iter().map(Into::into).collect(),
             code: r.code,
             reason: r.reason,
+            attestations: r.attestations,
         }
     }
 }
@@ -164,6 +167,7 @@ impl From<Compact> for Report {
             signatures: c.signatures.into_iter().map(Into::into).collect(),
             code: c.code,
             reason: c.reason,
+            attestations: c.attestations,
         }
     }
 }
@@ -187,6 +191,7 @@ mod tests {
             }],
             code: VerdictCode::None,
             reason: String::new(),
+            attestations: Vec::new(),
         }
     }
 
@@ -225,6 +230,13 @@ mod tests {
             ],
             code: VerdictCode::Expired,
             reason: "every signature expired".into(),
+            attestations: vec![AttestationReport {
+                predicate_type: "https://slsa.dev/provenance/v1".into(),
+                signer: "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+                    .into(),
+                passed: false,
+                messages: vec!["built from another repository".into()],
+            }],
         };
         let upper = format!("sha256:{}", "ABCDEF0123456789".repeat(4));
         let short = format!("sha256:{}", "ab".repeat(31));

@@ -14,8 +14,8 @@ mod sections;
 pub use dur::Dur;
 pub use load::{ConfigError, Problem};
 pub use policies::{
-    Action, CosignVerifierConfig, KeylessFormat, KeylessVerifierConfig, NotationVerifierConfig,
-    PolicyConfig, RegistryConfig, Require, Verifier, VerifierConfig,
+    Action, AttestationConfig, CosignVerifierConfig, KeylessFormat, KeylessVerifierConfig,
+    NotationVerifierConfig, PolicyConfig, RegistryConfig, Require, Verifier, VerifierConfig,
 };
 pub use sections::{
     CacheConfig, ClaimStoreKind, ClaimsConfig, Limits, RedisConfig, RedisSettings, SentinelConfig,
@@ -206,6 +206,15 @@ impl Config {
                     && let Some(p) = &mut k.trusted_root
                 {
                     f(format!("{at}.keyless.trustedRoot"), FileRole::Trust, p);
+                }
+            }
+            for (j, a) in pol.attestations.iter_mut().enumerate() {
+                if let Some(p) = &mut a.policy {
+                    f(
+                        format!("policies[{i}].attestations[{j}].policy"),
+                        FileRole::Trust,
+                        p,
+                    );
                 }
             }
         }

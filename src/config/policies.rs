@@ -101,6 +101,30 @@ pub struct PolicyConfig {
     /// The verifiers, when `action: verify`.
     #[serde(default)]
     pub verifiers: Vec<VerifierConfig>,
+    /// In-toto attestations the image must also carry, verified by the verifiers above
+    /// before they are read, each judged by a Rego policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationConfig>,
+}
+
+/// A required attestation (SPEC §4 `attestations`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationConfig {
+    /// The in-toto predicate type, compared exactly.
+    #[serde(default)]
+    pub predicate_type: String,
+    /// A Rego v1 module; vouch evaluates `data.<its package>.deny`, a set of messages.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// `any`: one verified attestation of the type passing suffices; `all`: every one
+    /// must pass.
+    #[serde(default)]
+    pub require: Require,
+    /// Parameters handed to the module as `input.params` (the shipped policies read their
+    /// settings there), so one module serves several policies.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
 }
 
 /// One verifier of a policy, written as a single-key map: `- cosign: {...}` or
@@ -305,6 +329,24 @@ pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
                 "a policy with action: verify needs at least one verifier",
             ),
             _ => {}
+        }
+        if pol.action == Action::Allow && !pol.attestations.is_empty() {
+            p.bad(
+                format!("{at}.attestations"),
+                "a policy with action: allow reads no attestations",
+            );
+        }
+        for (j, a) in pol.attestations.iter().enumerate() {
+            let aat = format!("{at}.attestations[{j}]");
+            if a.predicate_type.trim().is_empty() {
+                p.bad(format!("{aat}.predicateType"), "required (an exact URI)");
+            }
+            if a.policy.is_none() {
+                p.bad(format!("{aat}.policy"), "a Rego module file is required");
+            }
+            if !(a.params.is_null() || a.params.is_object()) {
+                p.bad(format!("{aat}.params"), "must be a map");
+            }
         }
         for (j, v) in pol.verifiers.iter().enumerate() {
             let vat = format!("{at}.verifiers[{j}]");

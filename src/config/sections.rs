@@ -56,6 +56,12 @@ pub struct Limits {
     pub max_signature_bytes: usize,
     /// Signature artifacts examined per image at most, so a registry cannot make us loop.
     pub max_signatures: usize,
+    /// Largest attestation fetched (a bundle or DSSE envelope holding an in-toto
+    /// statement: SBOMs run to megabytes); larger ones are not read.
+    pub max_attestation_bytes: usize,
+    /// Time one Rego evaluation of an attestation may take; past it the attestation is
+    /// denied (its input is the pusher's, so running out is a verdict, not an outage).
+    pub rego_timeout: Dur,
 }
 
 impl Default for Limits {
@@ -68,6 +74,8 @@ impl Default for Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_signature_bytes: 256 * 1024,
             max_signatures: 16,
+            max_attestation_bytes: 4 * 1024 * 1024,
+            rego_timeout: Dur::ms(250),
         }
     }
 }
@@ -260,8 +268,10 @@ impl Limits {
                 ("maxManifestBytes", self.max_manifest_bytes),
                 ("maxSignatureBytes", self.max_signature_bytes),
                 ("maxSignatures", self.max_signatures),
+                ("maxAttestationBytes", self.max_attestation_bytes),
             ],
         );
+        p.positive("limits", &[("regoTimeout", self.rego_timeout)]);
     }
 }
 

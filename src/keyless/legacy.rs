@@ -100,6 +100,51 @@ impl LegacySignature {
         let signature = B64
             .decode(&sig_b64)
             .map_err(|_| malformed(format!("{SIGNATURE_ANNOTATION} is not base64")))?;
+        let (media_type, material) = self.verification_material()?;
+        let payload_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.payload);
+        let bundle = json!({
+            "mediaType": media_type,
+            "verificationMaterial": material,
+            "messageSignature": {
+                "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(payload_digest.as_ref())},
+                "signature": B64.encode(signature),
+            },
+        });
+        Ok(bundle.to_string())
+    }
+
+    /// The Sigstore bundle (JSON) a legacy attestation layer (`sha256-<hex>.att`: the
+    /// payload is a DSSE envelope, the evidence in the same annotations) is equivalent to.
+    pub fn to_dsse_bundle_json(&self) -> Result<String, KeylessError> {
+        #[derive(Deserialize, serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Envelope {
+            payload: String,
+            payload_type: String,
+            signatures: Vec<EnvelopeSignature>,
+        }
+        #[derive(Deserialize, serde::Serialize)]
+        struct EnvelopeSignature {
+            sig: String,
+            #[serde(default)]
+            keyid: String,
+        }
+        let envelope: Envelope = serde_json::from_slice(&self.payload).map_err(|e| {
+            KeylessError::Malformed(format!("attestation layer is not a DSSE envelope: {e}"))
+        })?;
+        let (media_type, material) = self.verification_material()?;
+        let bundle = json!({
+            "mediaType": media_type,
+            "verificationMaterial": material,
+            "dsseEnvelope": envelope,
+        });
+        Ok(bundle.to_string())
+    }
+
+    /// The bundle media type and `verificationMaterial` of the annotations: the leaf and
+    /// untrusted chain, the log entry, the timestamp.
+    fn verification_material(&self) -> Result<(&'static str, serde_json::Value), KeylessError> {
+        let malformed = |what: String| KeylessError::Malformed(what);
         let leaf_pem = self.certificate_pem.as_deref().ok_or_else(|| {
             malformed(format!(
                 "no {CERTIFICATE_ANNOTATION} annotation: not a keyless signature"
@@ -145,16 +190,7 @@ impl LegacySignature {
             material["timestampVerificationData"] =
                 json!({"rfc3161Timestamps": [{"signedTimestamp": ts.signed}]});
         }
-        let payload_digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.payload);
-        let bundle = json!({
-            "mediaType": media_type,
-            "verificationMaterial": material,
-            "messageSignature": {
-                "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(payload_digest.as_ref())},
-                "signature": B64.encode(signature),
-            },
-        });
-        Ok(bundle.to_string())
+        Ok((media_type, material))
     }
 }
 
@@ -221,6 +257,19 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect()
+}
+
+/// Verifies one legacy keyless attestation layer (`sha256-<hex>.att`, a DSSE envelope with
+/// the keyless annotations) whose in-toto statement must name the image `digest`.
+pub fn verify_legacy_attestation(
+    att: &LegacySignature,
+    digest: &str,
+    root: &TrustedRoot,
+    policy: &KeylessPolicy,
+) -> Result<Verified, KeylessError> {
+    let expected = parse_digest(digest)?;
+    let bundle = super::bundle::parse_bundle(att.to_dsse_bundle_json()?.as_bytes())?;
+    verify_parsed(&bundle, &expected, root, policy)
 }
 
 /// Verifies one legacy keyless signature layer as a signature of the image `digest`: the

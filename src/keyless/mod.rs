@@ -74,7 +74,7 @@ pub use bundle::{SignedContent, Verified, bundle_predicate_type, verify_bundle};
 pub use error::KeylessError;
 pub use legacy::{
     BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, LegacySignature,
-    RFC3161_TIMESTAMP_ANNOTATION, SIGNATURE_ANNOTATION, verify_legacy,
+    RFC3161_TIMESTAMP_ANNOTATION, SIGNATURE_ANNOTATION, verify_legacy, verify_legacy_attestation,
 };
 pub use policy::{
     FulcioExtension, IdentityRule, IdentitySpec, KeylessPolicy, Matcher, PolicyError, SctMode,

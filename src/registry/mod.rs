@@ -96,6 +96,8 @@ impl RegistryError {
 #[derive(Debug, Clone)]
 pub(crate) struct FetchLimits {
     pub max_manifest_bytes: usize,
+    /// The largest blob any caller may ask for (signatures and attestations); each fetch
+    /// names its own, smaller or equal, bound.
     pub max_blob_bytes: usize,
     /// One HTTP exchange, connection included.
     pub request_timeout: Duration,
@@ -144,7 +146,10 @@ impl Registries {
     pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Registries, BuildError> {
         let limits = FetchLimits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
-            max_blob_bytes: config.limits.max_signature_bytes,
+            max_blob_bytes: config
+                .limits
+                .max_signature_bytes
+                .max(config.limits.max_attestation_bytes),
             request_timeout: config.registry_timeout.get(),
             idle_timeout: config.registry_idle_timeout.get(),
             backoff: config.cache.registry_backoff.get(),

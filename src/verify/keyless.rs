@@ -13,10 +13,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::attest::VerifiedStatement;
 use crate::config::{KeylessFormat, KeylessVerifierConfig};
 use crate::keyless::{
-    CERTIFICATE_ANNOTATION, KeylessPolicy, LegacySignature, TrustRootError, TrustedRoot, Verified,
-    bundle_predicate_type, verify_bundle, verify_legacy,
+    CERTIFICATE_ANNOTATION, KeylessPolicy, LegacySignature, SignedContent, TrustRootError,
+    TrustedRoot, Verified, bundle_predicate_type, verify_bundle, verify_legacy,
+    verify_legacy_attestation,
 };
 use crate::verdict::{Checked, SignatureFormat, VerdictCode};
 
@@ -141,6 +143,50 @@ impl KeylessVerifier {
                 Err(e) => Checked::failed(FORMAT, "", e.code(), e.detail()),
             },
         )
+    }
+}
+
+impl KeylessVerifier {
+    /// The statement of an attestation bundle this verifier vouches for (its signature,
+    /// evidence and identity verified, the image among its subjects); `None` otherwise.
+    pub(crate) fn attestation_from_bundle(
+        &self,
+        bundle: &[u8],
+        digest: &str,
+    ) -> Option<VerifiedStatement> {
+        statement_of(verify_bundle(bundle, digest, &self.root, &self.policy).ok()?)
+    }
+
+    /// The statement of a legacy `.att` layer (a DSSE envelope with the keyless
+    /// annotations) this verifier vouches for; `None` otherwise.
+    pub(crate) fn attestation_from_layer(
+        &self,
+        envelope: &[u8],
+        annotations: &BTreeMap<String, String>,
+        digest: &str,
+    ) -> Option<VerifiedStatement> {
+        if !annotations.contains_key(CERTIFICATE_ANNOTATION) {
+            return None;
+        }
+        let att = LegacySignature::from_annotations(envelope.to_vec(), annotations.iter());
+        statement_of(verify_legacy_attestation(&att, digest, &self.root, &self.policy).ok()?)
+    }
+}
+
+/// A verified DSSE statement as the attestation policies read it.
+fn statement_of(v: Verified) -> Option<VerifiedStatement> {
+    match v.content {
+        SignedContent::Dsse {
+            predicate_type,
+            statement,
+            ..
+        } => Some(VerifiedStatement {
+            predicate_type,
+            statement,
+            signer: v.identity,
+            issuer: v.issuer,
+        }),
+        SignedContent::MessageSignature => None,
     }
 }
 

@@ -10,7 +10,9 @@
 //! [`SignatureSource`]), [`signatures::judge`] them with the policy's verifiers
 //! ([`cosign`], [`notation`], [`keyless`], pure), and cache the verdict for as long as [`ttl_for`] says.
 
+pub(crate) mod attestations;
 pub(crate) mod cosign;
+pub(crate) mod dsse;
 pub(crate) mod keyless;
 pub(crate) mod notation;
 pub(crate) mod signature_manifest;
@@ -26,6 +28,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::attest::{self, RequiredAttestation};
 use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey};
 use crate::config::{Action, CacheConfig, Config, FileRole, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
@@ -35,7 +38,7 @@ use crate::reference::ImageRef;
 use crate::registry::{
     Descriptor, ErrorKind, Registries, RegistryClient, RegistryError, SignatureSource,
 };
-use signatures::{Bounds, LoadedVerifier};
+use signatures::{Bounds, Discovery, LoadedVerifier};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -102,6 +105,11 @@ pub(crate) enum EngineError {
         policy: String,
         source: keyless::LoadError,
     },
+    #[error("policies[{policy}]: attestations: {source}")]
+    Attestation {
+        policy: String,
+        source: crate::attest::RegoError,
+    },
     #[error(transparent)]
     Registry(#[from] crate::registry::BuildError),
 }
@@ -110,6 +118,8 @@ pub(crate) enum EngineError {
 pub(crate) struct VerifyEngine {
     policies: PolicySet,
     verifiers: HashMap<String, Vec<LoadedVerifier>>,
+    /// Each policy's required attestations, their Rego compiled once per engine.
+    required: HashMap<String, Arc<Vec<RequiredAttestation>>>,
     registries: Registries,
     /// Budget of one verification, retries included.
     budget: Duration,
@@ -139,6 +149,7 @@ impl VerifyEngine {
         metrics: Arc<Metrics>,
     ) -> Result<VerifyEngine, EngineError> {
         let mut verifiers = HashMap::new();
+        let mut required = HashMap::new();
         for p in &config.policies {
             let mut loaded = Vec::new();
             for v in &p.verifiers {
@@ -177,15 +188,28 @@ impl VerifyEngine {
                 }
             }
             verifiers.insert(p.name.clone(), loaded);
+            let attestations = p
+                .attestations
+                .iter()
+                .map(|a| RequiredAttestation::load(a, config.limits.rego_timeout.get()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| EngineError::Attestation {
+                    policy: p.name.clone(),
+                    source,
+                })?;
+            required.insert(p.name.clone(), Arc::new(attestations));
         }
         Ok(VerifyEngine {
             policies: PolicySet::new(&config.policies),
             verifiers,
+            required,
             registries: Registries::new(config, metrics.clone())?,
             budget: config.verification_budget.get(),
             bounds: Bounds {
                 max_signatures: config.limits.max_signatures,
                 max_signature_bytes: config.limits.max_signature_bytes,
+                max_attestation_bytes: config.limits.max_attestation_bytes,
+                attestations: false,
             },
             caches,
             cache_config: config.cache.clone(),
@@ -344,18 +368,19 @@ impl VerifyEngine {
             .get(&policy.name)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let repo = image.repository();
-        let fetched = signatures::fetch(
+        let required = self.required.get(&policy.name).cloned().unwrap_or_default();
+        let mut discovery = Discovery {
             source,
-            repo,
-            subject,
-            verifiers,
-            self.bounds,
-            &self.metrics,
+            repo: image.repository(),
+            bounds: Bounds {
+                attestations: !required.is_empty(),
+                ..self.bounds
+            },
+            metrics: &self.metrics,
             budget,
-        )
-        .await;
-        let candidates = match fetched {
+            attestations: false,
+        };
+        let candidates = match discovery.signatures(subject, verifiers).await {
             Ok(c) => c,
             Err(stop) => return self.settle(image, policy, &subject.digest, stop),
         };
@@ -373,6 +398,25 @@ impl VerifyEngine {
         };
         report.digest = subject.digest.clone();
         report.signatures = judged.checked.into_iter().map(|c| c.report).collect();
+        if report.verified && !required.is_empty() {
+            discovery.attestations = true;
+            let have_bundles = verifiers.iter().any(LoadedVerifier::reads_bundles);
+            let found = match discovery
+                .attestations(subject, &candidates, have_bundles)
+                .await
+            {
+                Ok(c) => attestations::verify(verifiers, &c, &subject.digest, &self.metrics),
+                Err(stop) => return self.settle(image, policy, &subject.digest, stop),
+            };
+            let evaluation =
+                evaluate_off_the_workers(required, found, image, &subject.digest).await;
+            report.attestations = evaluation.reports;
+            if let Err(denial) = evaluation.verdict {
+                report.verified = false;
+                report.code = denial.code;
+                report.reason = denial.reason;
+            }
+        }
         self.metrics.verification(if report.verified {
             VerificationOutcome::Verified
         } else {
@@ -413,6 +457,38 @@ impl VerifyEngine {
             }
         }
     }
+}
+
+/// Runs the Rego of the required attestations on a blocking thread (it is CPU work of
+/// unbounded-looking size, bounded by `limits.regoTimeout` per statement); a panic there is
+/// the input's doing, so it denies.
+async fn evaluate_off_the_workers(
+    required: Arc<Vec<RequiredAttestation>>,
+    found: attestations::Found,
+    image: &ImageRef,
+    digest: &str,
+) -> attest::Evaluation {
+    let reference = image.to_string();
+    let digest = digest.to_string();
+    let joined = tokio::task::spawn_blocking(move || {
+        attest::evaluate(
+            &required,
+            &found.statements,
+            found.unverified,
+            attest::Subject {
+                reference: &reference,
+                digest: &digest,
+            },
+        )
+    })
+    .await;
+    joined.unwrap_or_else(|e| attest::Evaluation {
+        reports: Vec::new(),
+        verdict: Err(Denial::new(
+            VerdictCode::AttestationDenied,
+            format!("attestation evaluation failed: {e}"),
+        )),
+    })
 }
 
 /// Why there is no resolution for an image.

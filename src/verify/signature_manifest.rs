@@ -32,6 +32,12 @@ impl CosignLayer {
 /// (attestations, SBOMs attached the same way) are skipped; the caller examines at most
 /// `limits.maxSignatures` of them.
 pub(crate) fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
+    layers_of_type(bytes, cosign::SIMPLE_SIGNING)
+}
+
+/// The layers of `media_type` of a cosign signature or attestation manifest (`.sig`:
+/// simple-signing payloads; `.att`: DSSE envelopes), in order.
+pub(crate) fn layers_of_type(bytes: &[u8], media_type: &str) -> Result<Vec<CosignLayer>, String> {
     #[derive(Deserialize)]
     struct SignatureManifest {
         #[serde(default)]
@@ -49,7 +55,7 @@ pub(crate) fn cosign_layers(bytes: &[u8]) -> Result<Vec<CosignLayer>, String> {
     Ok(parsed
         .layers
         .into_iter()
-        .filter(|l| l.media_type == cosign::SIMPLE_SIGNING)
+        .filter(|l| l.media_type == media_type)
         .map(|l| CosignLayer {
             annotations: l.annotations,
             payload_digest: l.digest,

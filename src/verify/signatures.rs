@@ -21,11 +21,11 @@ use tokio::time::Instant;
 
 use super::keyless::KeylessVerifier;
 use super::signature_manifest::{
-    ReferrerManifest, bundle_manifest, cosign_layers, notary_manifest,
+    ReferrerManifest, bundle_manifest, layers_of_type, notary_manifest,
 };
 use super::{cosign, notation};
 use crate::config::Require;
-use crate::metrics::{Metrics, SkipReason};
+use crate::metrics::{IgnoredAttestation, Metrics, SkipReason};
 use crate::registry::{Descriptor, ErrorKind, RegistryError, SignatureSource};
 use crate::verdict::{Checked, Denial, SignatureFormat, VerdictCode, signatures_verdict};
 
@@ -55,13 +55,18 @@ impl LoadedVerifier {
     }
 
     /// Whether this verifier reads Sigstore bundles among the referrers.
-    fn reads_bundles(&self) -> bool {
+    pub(crate) fn reads_bundles(&self) -> bool {
         matches!(self, LoadedVerifier::Keyless(k) if k.format().bundles())
     }
 }
 
 /// A fetched candidate, or why it could not be used.
-type Candidate<T> = Result<T, Checked>;
+pub(crate) type Candidate<T> = Result<T, Checked>;
+
+/// The tag under which cosign stores the attestations of `digest`: `sha256-<hex>.att`.
+pub(crate) fn attestation_tag(digest: &str) -> String {
+    format!("{}.att", digest.replacen(':', "-", 1))
+}
 
 /// One layer of the `.sig` signature image with its payload fetched and hash-checked: a
 /// cosign key-based signature, or with a certificate, a legacy keyless one.
@@ -82,17 +87,46 @@ pub(crate) struct Candidates {
     pub bundles: Vec<Candidate<Vec<u8>>>,
 }
 
-/// The bounds of discovery (`limits.maxSignatures`, `limits.maxSignatureBytes`).
+/// The bounds of discovery (`limits.maxSignatures`, `limits.maxSignatureBytes`,
+/// `limits.maxAttestationBytes`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
     pub max_signatures: usize,
     pub max_signature_bytes: usize,
+    /// Largest attestation (`.att` envelope, or a bundle when attestations are read).
+    pub max_attestation_bytes: usize,
+    /// Whether the policy requires attestations: bundles among the referrers may then be
+    /// attestations, as large as `max_attestation_bytes`.
+    pub attestations: bool,
 }
+
+impl Bounds {
+    /// The largest bundle fetched.
+    fn max_bundle_bytes(&self) -> usize {
+        if self.attestations {
+            self.max_signature_bytes.max(self.max_attestation_bytes)
+        } else {
+            self.max_signature_bytes
+        }
+    }
+}
+
+/// The attestation candidates of an image: the `.att` layers (DSSE envelopes with their
+/// annotations) and the bundles among the referrers.
+#[derive(Default)]
+pub(crate) struct AttestationCandidates {
+    pub layers: Vec<Candidate<SignatureLayer>>,
+    pub bundles: Vec<Candidate<Vec<u8>>>,
+}
+
+/// The media type of cosign's attestation layers.
+pub(crate) const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 
 /// Why discovery stopped: a registry failure that is not the content's doing.
 pub(crate) type Stop = RegistryError;
 
 /// Fetches the candidates `verifiers` need for `subject` in `repo`.
+#[cfg(test)]
 pub(crate) async fn fetch(
     source: &dyn SignatureSource,
     repo: &str,
@@ -102,85 +136,142 @@ pub(crate) async fn fetch(
     metrics: &Metrics,
     budget: Instant,
 ) -> Result<Candidates, Stop> {
-    let wants = |f: SignatureFormat| verifiers.iter().any(|v| v.format() == f);
-    let discovery = Discovery {
+    Discovery {
         source,
         repo,
         bounds,
         metrics,
         budget,
-    };
-    let mut out = Candidates::default();
-    if verifiers.iter().any(LoadedVerifier::reads_signature_image) {
-        // Counted under cosign when a key verifier reads it, else under sigstore.
-        let label = if wants(SignatureFormat::Cosign) {
-            SignatureFormat::Cosign
-        } else {
-            SignatureFormat::Sigstore
-        };
-        out.signature_image = discovery.signature_image(&subject.digest, label).await?;
+        attestations: false,
     }
-    if wants(SignatureFormat::Notation) {
-        let found = discovery
-            .referrers(
-                subject,
-                SignatureFormat::Notation,
-                &[notation::ARTIFACT_TYPE],
-                notary_manifest,
-            )
-            .await?;
-        for c in found {
-            out.notation
-                .push(c.map(|(layer, envelope)| (layer.media_type, envelope)));
-        }
-    }
-    if verifiers.iter().any(LoadedVerifier::reads_bundles) {
-        let found = discovery
-            .referrers(
-                subject,
-                SignatureFormat::Sigstore,
-                &crate::keyless::BUNDLE_MEDIA_TYPES,
-                bundle_manifest,
-            )
-            .await?;
-        for c in found {
-            out.bundles.push(c.map(|(_, bundle)| bundle));
-        }
-    }
-    Ok(out)
+    .signatures(subject, verifiers)
+    .await
 }
 
 /// One image's discovery: where, within which bounds, counted where.
-struct Discovery<'a> {
-    source: &'a dyn SignatureSource,
-    repo: &'a str,
-    bounds: Bounds,
-    metrics: &'a Metrics,
-    budget: Instant,
+pub(crate) struct Discovery<'a> {
+    pub source: &'a dyn SignatureSource,
+    pub repo: &'a str,
+    pub bounds: Bounds,
+    pub metrics: &'a Metrics,
+    pub budget: Instant,
+    /// Fetching attestations: unusable candidates are counted as ignored attestations.
+    pub attestations: bool,
 }
 
 impl Discovery<'_> {
-    /// The layers of the signature image of `digest`, each with its payload fetched and
-    /// checked against its digest. No signature image → none.
-    async fn signature_image(
+    /// The signature candidates `verifiers` need for `subject`.
+    pub(crate) async fn signatures(
         &self,
-        digest: &str,
+        subject: &Descriptor,
+        verifiers: &[LoadedVerifier],
+    ) -> Result<Candidates, Stop> {
+        let discovery = self;
+        let bounds = self.bounds;
+        let wants = |f: SignatureFormat| verifiers.iter().any(|v| v.format() == f);
+        let mut out = Candidates::default();
+        if verifiers.iter().any(LoadedVerifier::reads_signature_image) {
+            // Counted under cosign when a key verifier reads it, else under sigstore.
+            let label = if wants(SignatureFormat::Cosign) {
+                SignatureFormat::Cosign
+            } else {
+                SignatureFormat::Sigstore
+            };
+            out.signature_image = discovery
+                .tagged_layers(
+                    &cosign::signature_tag(&subject.digest),
+                    cosign::SIMPLE_SIGNING,
+                    bounds.max_signature_bytes,
+                    label,
+                )
+                .await?;
+        }
+        if wants(SignatureFormat::Notation) {
+            let found = discovery
+                .referrers(
+                    subject,
+                    SignatureFormat::Notation,
+                    &[notation::ARTIFACT_TYPE],
+                    notary_manifest,
+                )
+                .await?;
+            for c in found {
+                out.notation
+                    .push(c.map(|(layer, envelope)| (layer.media_type, envelope)));
+            }
+        }
+        if verifiers.iter().any(LoadedVerifier::reads_bundles) {
+            let found = discovery
+                .referrers(
+                    subject,
+                    SignatureFormat::Sigstore,
+                    &crate::keyless::BUNDLE_MEDIA_TYPES,
+                    bundle_manifest,
+                )
+                .await?;
+            for c in found {
+                out.bundles.push(c.map(|(_, bundle)| bundle));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The attestation candidates of `subject`: the `.att` layers, and the bundles among
+    /// the referrers unless `signatures` already holds them.
+    pub(crate) async fn attestations(
+        &self,
+        subject: &Descriptor,
+        signatures: &Candidates,
+        have_bundles: bool,
+    ) -> Result<AttestationCandidates, Stop> {
+        let format = SignatureFormat::Sigstore;
+        let layers = self
+            .tagged_layers(
+                &attestation_tag(&subject.digest),
+                DSSE_ENVELOPE,
+                self.bounds.max_attestation_bytes,
+                format,
+            )
+            .await?;
+        let bundles = if have_bundles {
+            signatures.bundles.clone()
+        } else {
+            let found = self
+                .referrers(
+                    subject,
+                    format,
+                    &crate::keyless::BUNDLE_MEDIA_TYPES,
+                    bundle_manifest,
+                )
+                .await?;
+            let mut bundles = Vec::with_capacity(found.len());
+            for c in found {
+                bundles.push(c.map(|(_, b)| b));
+            }
+            bundles
+        };
+        Ok(AttestationCandidates { layers, bundles })
+    }
+
+    /// The layers of `media_type` of the image tagged `tag` (cosign's `.sig` or `.att`),
+    /// each with its blob fetched (at most `max_bytes`) and checked against its digest. No
+    /// such image → none.
+    async fn tagged_layers(
+        &self,
+        tag: &str,
+        media_type: &str,
+        max_bytes: usize,
         format: SignatureFormat,
     ) -> Result<Vec<Candidate<SignatureLayer>>, Stop> {
-        let manifest = match self
-            .source
-            .manifest(self.repo, &cosign::signature_tag(digest), self.budget)
-            .await
-        {
+        let manifest = match self.source.manifest(self.repo, tag, self.budget).await {
             Ok(m) => m,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Ok(vec![Err(self.unusable(format, e)?)]),
         };
-        let layers = match cosign_layers(&manifest.bytes) {
+        let layers = match layers_of_type(&manifest.bytes, media_type) {
             Ok(layers) => layers,
             Err(e) => {
-                self.metrics
-                    .signatures_skipped(format.as_str(), SkipReason::Malformed, 1);
+                self.count_skipped(format, SkipReason::Malformed, 1);
                 let why = format!(
                     "signature manifest {} in {}/{} is not an OCI manifest: {e}",
                     manifest.digest,
@@ -200,12 +291,7 @@ impl Discovery<'_> {
         for layer in layers.into_iter().take(self.bounds.max_signatures) {
             let payload = self
                 .source
-                .blob(
-                    self.repo,
-                    &layer.payload_digest,
-                    self.bounds.max_signature_bytes,
-                    self.budget,
-                )
+                .blob(self.repo, &layer.payload_digest, max_bytes, self.budget)
                 .await;
             out.push(match payload {
                 Ok(bytes) => Ok(SignatureLayer {
@@ -256,21 +342,20 @@ impl Discovery<'_> {
             let layer = match classify(&m.bytes, &d.digest, &subject.digest) {
                 ReferrerManifest::Other => continue,
                 ReferrerManifest::Unusable(denial) => {
-                    self.metrics
-                        .signatures_skipped(format.as_str(), SkipReason::Malformed, 1);
+                    self.count_skipped(format, SkipReason::Malformed, 1);
                     out.push(Err(Checked::failed(format, "", denial.code, denial.reason)));
                     continue;
                 }
                 ReferrerManifest::Layer(layer) => layer,
             };
+            let max = if format == SignatureFormat::Sigstore {
+                self.bounds.max_bundle_bytes()
+            } else {
+                self.bounds.max_signature_bytes
+            };
             let blob = self
                 .source
-                .blob(
-                    self.repo,
-                    &layer.digest,
-                    self.bounds.max_signature_bytes,
-                    self.budget,
-                )
+                .blob(self.repo, &layer.digest, max, self.budget)
                 .await;
             out.push(match blob {
                 Ok(b) => Ok((layer, b.to_vec())),
@@ -291,15 +376,26 @@ impl Discovery<'_> {
             ErrorKind::Content => (VerdictCode::InvalidSignature, SkipReason::Unreadable),
             _ => return Err(e),
         };
-        self.metrics.signatures_skipped(format.as_str(), reason, 1);
+        self.count_skipped(format, reason, 1);
         Ok(Checked::failed(format, "", code, e.into_detail()))
     }
 
     /// Counts the candidates beyond `limits.maxSignatures`, which are not examined.
     fn note_over_limit(&self, format: SignatureFormat, found: usize) {
         let over = found.saturating_sub(self.bounds.max_signatures);
-        self.metrics
-            .signatures_skipped(format.as_str(), SkipReason::OverLimit, over as u64);
+        self.count_skipped(format, SkipReason::OverLimit, over as u64);
+    }
+
+    /// `n` candidates not examined: skipped signatures, or ignored attestations. Attestation
+    /// candidates that come back as failed ones are counted where they are verified
+    /// (`verify::attestations`); only those never returned (over the limit) are counted here.
+    fn count_skipped(&self, format: SignatureFormat, reason: SkipReason, n: u64) {
+        if !self.attestations {
+            self.metrics.signatures_skipped(format.as_str(), reason, n);
+        } else if reason == SkipReason::OverLimit {
+            self.metrics
+                .attestations_ignored(IgnoredAttestation::Unreadable, n);
+        }
     }
 }
 
@@ -543,6 +639,8 @@ mod tests {
         Bounds {
             max_signatures: 3,
             max_signature_bytes: 64,
+            max_attestation_bytes: 64,
+            attestations: false,
         }
     }
 
@@ -686,6 +784,8 @@ mod tests {
             Bounds {
                 max_signatures: 3,
                 max_signature_bytes: 4096,
+                max_attestation_bytes: 4096,
+                attestations: false,
             },
             &Metrics::new(),
             Instant::now() + Duration::from_secs(1),

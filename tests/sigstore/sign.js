@@ -8,7 +8,12 @@
 // Run by tests/support/sigstore.rs as `node sign.js` with NODE_PATH pointing at the
 // node_modules that .ci/run installs from this directory's package-lock.json.
 // SIGN_IMAGES=n also signs n further images three ways each (DSSE bundle, message-signature
-// bundle, legacy .sig payload), for tests and benchmarks that push many to a registry.
+// bundle, legacy .sig payload) and attests their SLSA provenance, for tests and benchmarks
+// that push many to a registry.
+// SIGN_STATEMENTS=<file> signs attestations: the file is a JSON list of
+// {name, predicateType, predicate, subject: "image"|"other", identity: "ci"|"evil"}; each
+// becomes a keyless DSSE bundle (`attestations`) and a DSSE envelope signed with one EC key
+// (`keyed.envelopes`, the key in `keyed.publicKeyPem`), as `cosign attest --key` writes.
 'use strict';
 
 const crypto = require('crypto');
@@ -188,7 +193,18 @@ async function main() {
     ),
   };
 
-  // Further images, each signed three ways.
+  const provenance = {
+    buildDefinition: {
+      buildType: 'https://actions.github.io/buildtypes/workflow/v1',
+      externalParameters: {
+        workflow: { ref: 'refs/tags/v1.0.0', repository: 'https://github.com/acme/app', path: '.github/workflows/release.yml' },
+      },
+      resolvedDependencies: [{ uri: 'git+https://github.com/acme/app@refs/tags/v1.0.0', digest: { gitCommit: 'a'.repeat(40) } }],
+    },
+    runDetails: { builder: { id: 'https://github.com/actions/runner/github-hosted' }, metadata: {} },
+  };
+
+  // Further images, each signed three ways, with a SLSA provenance attestation.
   const images = [];
   for (let i = 0; i < Number(process.env.SIGN_IMAGES || 0); i++) {
     const m = imageManifest();
@@ -202,8 +218,34 @@ async function main() {
         dsse: await dsse('https://fulcio.test', [rekor], d),
         message: await message('https://fulcio.test', [rekor], m),
         legacy: await message('https://fulcio.test', [rekor], p),
+        // SLSA provenance of the image, as GitHub's attest action writes it.
+        slsa: await dsse('https://fulcio.test', [rekor], d, SUBJECT, statement(d, 'https://slsa.dev/provenance/v1', provenance)),
       },
     });
+  }
+
+  // Attestations over the fixture image (or another digest), keyless and with a key.
+  const attestations = {};
+  const keyed = { envelopes: {} };
+  if (process.env.SIGN_STATEMENTS) {
+    const fs = require('fs');
+    const wanted = JSON.parse(fs.readFileSync(process.env.SIGN_STATEMENTS, 'utf8'));
+    const key = keyPair();
+    keyed.publicKeyPem = key.publicKey.export({ format: 'pem', type: 'spki' });
+    for (const w of wanted) {
+      const subjectDigest = w.subject === 'other' ? otherDigest : digest;
+      const data = statement(subjectDigest, w.predicateType, w.predicate);
+      const who = w.identity === 'evil' ? `https://evil.example/?${SUBJECT}` : SUBJECT;
+      attestations[w.name] = await dsse('https://fulcio.test', [rekor], subjectDigest, who, data);
+      // DSSE with a key: the signature is over the pre-authentication encoding.
+      const payloadType = 'application/vnd.in-toto+json';
+      const pae = Buffer.concat([
+        Buffer.from(`DSSEv1 ${payloadType.length} ${payloadType} ${data.length} `),
+        data,
+      ]);
+      const sig = crypto.sign('sha256', pae, key.privateKey);
+      keyed.envelopes[w.name] = { payloadType, payload: b64(data), signatures: [{ keyid: '', sig: b64(sig) }] };
+    }
   }
 
   const start = new Date(now - 24 * HOUR).toISOString();
@@ -265,6 +307,8 @@ async function main() {
       caRoot: b64(ca.rootCertificate),
       bundles,
       images,
+      attestations,
+      keyed,
     }),
   );
 }

@@ -738,11 +738,19 @@ pub struct SignatureImage {
 impl SignatureImage {
     /// The signature image of simple-signing layers (payload, annotations).
     pub fn of(sigs: &[(Vec<u8>, serde_json::Map<String, serde_json::Value>)]) -> SignatureImage {
+        SignatureImage::of_type(COSIGN_SIMPLESIGNING, sigs)
+    }
+
+    /// The image of layers of `media_type` (blob, annotations): cosign's `.sig` or `.att`.
+    pub fn of_type(
+        media_type: &str,
+        sigs: &[(Vec<u8>, serde_json::Map<String, serde_json::Value>)],
+    ) -> SignatureImage {
         let layers: Vec<_> = sigs
             .iter()
             .map(|(payload, annotations)| {
                 json!({
-                    "mediaType": COSIGN_SIMPLESIGNING,
+                    "mediaType": media_type,
                     "digest": sha256_digest(payload),
                     "size": payload.len(),
                     "annotations": annotations,

@@ -65,10 +65,55 @@ pub struct Fixtures {
     pub bundles: BTreeMap<String, Value>,
     /// Further images, each signed three ways (`SIGN_IMAGES`).
     pub images: Vec<SignedImage>,
+    /// Keyless DSSE bundles of the requested attestations, by name.
+    pub attestations: BTreeMap<String, Value>,
+    /// The same statements as DSSE envelopes signed with one EC key (`cosign attest --key`).
+    pub keyed_envelopes: BTreeMap<String, Value>,
+    /// That key, PEM SubjectPublicKeyInfo.
+    pub keyed_public_pem: String,
+}
+
+/// An attestation for sign.js to make: a statement of `predicate_type` over the fixture
+/// image (or, with `other_subject`, another digest), signed by the trusted workflow
+/// identity (or, with `evil`, an identity no test policy trusts).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttestationSpec {
+    pub name: String,
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    pub predicate: Value,
+    pub subject: &'static str,
+    pub identity: &'static str,
+}
+
+impl AttestationSpec {
+    /// A statement over the fixture image, by the trusted identity.
+    pub fn new(name: &str, predicate_type: &str, predicate: Value) -> AttestationSpec {
+        AttestationSpec {
+            name: name.into(),
+            predicate_type: predicate_type.into(),
+            predicate,
+            subject: "image",
+            identity: "ci",
+        }
+    }
+
+    /// The same statement over another digest.
+    pub fn about_another_image(mut self) -> Self {
+        self.subject = "other";
+        self
+    }
+
+    /// The same statement signed by an identity no test policy trusts.
+    pub fn by_an_untrusted_identity(mut self) -> Self {
+        self.identity = "evil";
+        self
+    }
 }
 
 /// An image manifest and its signatures: bundles `dsse` (cosign's signing predicate),
-/// `message` (over the manifest) and `legacy` (over [`SignedImage::payload`]).
+/// `message` (over the manifest) and `legacy` (over [`SignedImage::payload`]), and `slsa`, a
+/// SLSA provenance attestation of it (GitHub's shape, built from `acme/app` at a tag).
 #[derive(Debug, Clone)]
 pub struct SignedImage {
     pub manifest: Vec<u8>,
@@ -100,6 +145,15 @@ pub fn fixtures() -> &'static Fixtures {
 
 /// One run of the signing script, with `images` further images.
 pub fn sign(images: usize) -> Fixtures {
+    sign_with(images, &[])
+}
+
+/// One run of the signing script, with `images` further images and the attestations of
+/// `statements`.
+pub fn sign_with(images: usize, statements: &[AttestationSpec]) -> Fixtures {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_file = dir.path().join("statements.json");
+    std::fs::write(&spec_file, serde_json::to_vec(statements).expect("json")).expect("spec");
     let modules = node_modules();
     assert!(
         modules.join("@sigstore/sign").is_dir(),
@@ -112,6 +166,7 @@ pub fn sign(images: usize) -> Fixtures {
         .arg(&script)
         .env("NODE_PATH", &modules)
         .env("SIGN_IMAGES", images.to_string())
+        .env("SIGN_STATEMENTS", &spec_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,6 +225,13 @@ pub fn sign(images: usize) -> Fixtures {
                 }
             })
             .collect(),
+        attestations: serde_json::from_value(v["attestations"].clone()).expect("attestations"),
+        keyed_envelopes: serde_json::from_value(v["keyed"]["envelopes"].clone())
+            .expect("keyed envelopes"),
+        keyed_public_pem: v["keyed"]["publicKeyPem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -215,21 +277,17 @@ impl Fixtures {
         let material = &b["verificationMaterial"];
         let leaf = material["x509CertificateChain"]["certificates"][0]["rawBytes"]
             .as_str()
+            .or_else(|| material["certificate"]["rawBytes"].as_str())
             .expect("leaf certificate");
-        let mut annotations = vec![
-            (
-                SIGNATURE_ANNOTATION.to_string(),
-                b["messageSignature"]["signature"]
-                    .as_str()
-                    .expect("signature")
-                    .to_string(),
-            ),
-            (
-                CERTIFICATE_ANNOTATION.to_string(),
-                pem(&B64.decode(leaf).expect("base64")),
-            ),
-            (CHAIN_ANNOTATION.to_string(), pem(&self.ca_root)),
-        ];
+        let mut annotations = Vec::new();
+        if let Some(sig) = b["messageSignature"]["signature"].as_str() {
+            annotations.push((SIGNATURE_ANNOTATION.to_string(), sig.to_string()));
+        }
+        annotations.push((
+            CERTIFICATE_ANNOTATION.to_string(),
+            pem(&B64.decode(leaf).expect("base64")),
+        ));
+        annotations.push((CHAIN_ANNOTATION.to_string(), pem(&self.ca_root)));
         if let Some(entry) = material["tlogEntries"].get(0) {
             let log_id = B64
                 .decode(entry["logId"]["keyId"].as_str().expect("logId"))
@@ -339,6 +397,44 @@ pub async fn push_bundle(
     let bundle_digest = pusher.push_blob(repo, bundle).await;
     let manifest = bundle_manifest(subject, &bundle_digest, bundle.len());
     push_referrer(pusher, repo, &subject.digest, &manifest, BUNDLE_V03).await
+}
+
+/// Pushes an attestation layer as cosign ≤ v2 does (`cosign attest`): the DSSE envelope as
+/// a layer of the `sha256-<hex>.att` image, with `annotations` (keyless: the certificate,
+/// chain and Rekor bundle; with a key: an empty signature annotation).
+pub async fn push_attestation_layer(
+    pusher: &Pusher,
+    repo: &str,
+    image_digest: &str,
+    envelope: &[u8],
+    annotations: &[(String, String)],
+) -> String {
+    let mut map: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    map.entry("dev.cosignproject.cosign/signature")
+        .or_insert_with(|| json!(""));
+    let image = SignatureImage::of_type(DSSE_ENVELOPE, &[(envelope.to_vec(), map)]);
+    for blob in image.blobs() {
+        pusher.push_blob(repo, blob).await;
+    }
+    let tag = format!("{}.att", image_digest.replacen(':', "-", 1));
+    pusher
+        .push_manifest(repo, &tag, OCI_MANIFEST, &image.manifest)
+        .await
+}
+
+/// The media type of cosign's attestation layers.
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+
+impl Fixtures {
+    /// The annotations of a legacy keyless `.att` layer equivalent to DSSE bundle `b` (its
+    /// certificate, the Fulcio root as chain, its Rekor entry); the layer's blob is
+    /// `b["dsseEnvelope"]`.
+    pub fn legacy_attestation_annotations(&self, b: &Value) -> Vec<(String, String)> {
+        self.legacy_annotations(b)
+    }
 }
 
 /// What [`push_legacy`] does, on the in-process OCI 1.1 server.

@@ -1,5 +1,5 @@
-//! The command line (SPEC §3): `serve`, `verify`, `verify-bundle`, `manifests`,
-//! `config check`.
+//! The command line (SPEC §3): `serve`, `verify`, `verify-bundle`, `attest-check`,
+//! `manifests`, `config check`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +12,27 @@ use crate::config::Config;
 use crate::engine::{Engine, Outcome};
 use crate::protocol::Item;
 use crate::verify::{Report, VerifyEngine};
+
+/// `println!` that does not panic when standard output is gone (`vouch … | head`): a
+/// command line tool must not crash on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when standard error is gone.
+macro_rules! eout {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod offline;
+
+use offline::{AttestCheck, attest_check, verify_bundle};
 
 #[derive(Parser)]
 #[command(
@@ -86,6 +107,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate an attestation policy (Rego) against an in-toto statement, offline, as vouch
+    /// would for a verified attestation: for authors of policies. Prints the deny messages.
+    /// Exit status: 0 passed, 1 denied, 2 when it cannot run.
+    AttestCheck {
+        /// The in-toto statement (JSON).
+        #[arg(long)]
+        statement: PathBuf,
+        /// The Rego v1 module; `data.<its package>.deny` is evaluated.
+        #[arg(long)]
+        policy: PathBuf,
+        /// A JSON or YAML map handed to the module as `input.params`.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// `input.signer` (the identity or key that signed the attestation).
+        #[arg(long, default_value = "")]
+        signer: String,
+        /// `input.issuer`.
+        #[arg(long, default_value = "")]
+        issuer: String,
+        /// `input.image.reference`.
+        #[arg(long, default_value = "")]
+        image: String,
+        /// Time the evaluation may take.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Print the Kubernetes objects that register vouch with Gatekeeper (Providers,
     /// ConstraintTemplates, Constraints, tag-to-digest Assigns), ready for `kubectl apply -f -`.
     Manifests {
@@ -146,6 +193,23 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::AttestCheck {
+            statement,
+            policy,
+            params,
+            signer,
+            issuer,
+            image,
+            timeout,
+        } => attest_check(AttestCheck {
+            statement,
+            policy,
+            params,
+            signer,
+            issuer,
+            image,
+            timeout,
+        }),
         Command::VerifyBundle {
             config,
             policy,
@@ -204,7 +268,7 @@ fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
-            eprintln!("vouch: cannot start the async runtime: {e}");
+            eout!("vouch: cannot start the async runtime: {e}");
             ExitCode::from(2)
         }
     }
@@ -218,7 +282,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
         None => Config::embedded(),
     };
     result.map_err(|e| {
-        eprintln!("vouch: {e}");
+        eout!("vouch: {e}");
         ExitCode::from(2)
     })
 }
@@ -236,7 +300,7 @@ async fn serve(config_path: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> Exi
     let running = match crate::app::start(config, options).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("vouch: {e:#}");
+            eout!("vouch: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -244,82 +308,6 @@ async fn serve(config_path: Option<PathBuf>, dev_ca_out: Option<PathBuf>) -> Exi
     running.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// `vouch verify-bundle`: everything it reads is read here, the verification is
-/// `verify::keyless::verify_bundle_with_policy`.
-fn verify_bundle(
-    config: &Path,
-    policy: &str,
-    bundle: &Path,
-    digest: Option<String>,
-    artifact: Option<&Path>,
-    json: bool,
-) -> ExitCode {
-    let cannot_run = |why: String| {
-        eprintln!("vouch: {why}");
-        ExitCode::from(2)
-    };
-    let config = match load_config(Some(config)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let bundle_bytes = match std::fs::read(bundle) {
-        Ok(b) => b,
-        Err(e) => return cannot_run(format!("{}: {e}", bundle.display())),
-    };
-    let digest = match (digest, artifact) {
-        (Some(d), _) if crate::digest::is_sha256_digest(&d) => d,
-        (Some(d), _) => return cannot_run(format!("--digest {d:?} is not sha256:<64 hex>")),
-        (None, Some(path)) => match std::fs::read(path) {
-            Ok(bytes) => crate::digest::sha256_digest(&bytes),
-            Err(e) => return cannot_run(format!("{}: {e}", path.display())),
-        },
-        (None, None) => return cannot_run("give --digest or --artifact".into()),
-    };
-    let result = match crate::verify::keyless::verify_bundle_with_policy(
-        &config,
-        policy,
-        &bundle_bytes,
-        &digest,
-    ) {
-        Ok(r) => r,
-        Err(why) => return cannot_run(why),
-    };
-    let (ok, value, line) = match &result {
-        Ok(v) => (
-            true,
-            serde_json::json!({"verified": true, "digest": digest, "signer": v.identity,
-                "issuer": v.issuer, "predicateType": v.predicate_type()}),
-            format!(
-                "verified: {digest} signed by {} (issuer {})",
-                v.identity, v.issuer
-            ),
-        ),
-        Err(e) => (
-            false,
-            serde_json::json!({"verified": false, "digest": digest,
-                "code": e.code(), "reason": e.detail()}),
-            format!(
-                "not verified: {digest}: {}: {}",
-                serde_json::to_value(e.code())
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                e.detail()
-            ),
-        ),
-    };
-    if json {
-        println!("{value}");
-    } else {
-        println!("{line}");
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
 }
 
 /// How one image ended on the command line.
@@ -342,7 +330,7 @@ async fn verify(
     let engine = match VerifyEngine::standalone(&config) {
         Ok(e) => Arc::new(e),
         Err(e) => {
-            eprintln!("vouch: {e}");
+            eout!("vouch: {e}");
             return ExitCode::from(2);
         }
     };
@@ -358,7 +346,7 @@ async fn verify(
         };
         let (item, line, class) = describe(&image, outcome);
         if !json {
-            println!("{line}");
+            out!("{line}");
         }
         items.push(item);
         worst = match (worst, class) {
@@ -369,9 +357,9 @@ async fn verify(
     }
     if json {
         match serde_json::to_string_pretty(&items) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out!("{s}"),
             Err(e) => {
-                eprintln!("vouch: cannot encode the result: {e}");
+                eout!("vouch: cannot encode the result: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -392,7 +380,7 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
     match outcome {
         Outcome::Value(v) => {
             let report: Option<Report> = v.parse().ok();
-            let (line, class) = match report {
+            let (line, class) = match &report {
                 Some(r) if r.verified => (
                     format!(
                         "{image}: verified (policy {:?}{})",
@@ -417,6 +405,10 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
                     CliOutcome::Error,
                 ),
             };
+            let line = match report {
+                Some(r) => line + &attestation_lines(&r),
+                None => line,
+            };
             (item(Some(v), None), line, class)
         }
         Outcome::Error(e) => (
@@ -430,6 +422,24 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
             CliOutcome::Error,
         ),
     }
+}
+
+/// One indented line per evaluated attestation: type, signer, and the deny messages.
+fn attestation_lines(r: &Report) -> String {
+    r.attestations
+        .iter()
+        .map(|a| {
+            let outcome = if a.passed {
+                "passed".to_string()
+            } else {
+                format!("denied: {}", a.messages.join("; "))
+            };
+            format!(
+                "\n  attestation {} signed by {}: {outcome}",
+                a.predicate_type, a.signer
+            )
+        })
+        .collect()
 }
 
 fn digest_note(digest: &str) -> String {
@@ -455,16 +465,16 @@ fn config_check(file: &Path) -> ExitCode {
     });
     match loaded {
         Ok(()) => {
-            println!("{}: ok", file.display());
+            out!("{}: ok", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
             let problems = e.problems();
             if problems.is_empty() {
-                println!("{}: {e}", file.display());
+                out!("{}: {e}", file.display());
             }
             for p in problems {
-                println!("{}: {p}", file.display());
+                out!("{}: {p}", file.display());
             }
             ExitCode::from(1)
         }
@@ -490,12 +500,12 @@ fn manifests(
         (Some(path), None) => match std::fs::read(&path) {
             Ok(pem) => base64::engine::general_purpose::STANDARD.encode(pem),
             Err(e) => {
-                eprintln!("vouch: cannot read {}: {e}", path.display());
+                eout!("vouch: cannot read {}: {e}", path.display());
                 return ExitCode::from(2);
             }
         },
         (None, None) => {
-            eprintln!(
+            eout!(
                 "vouch: no --ca-bundle: the Providers' caBundle is empty and Gatekeeper will not trust vouch until it is set"
             );
             String::new()
@@ -506,7 +516,7 @@ fn manifests(
         match crate::manifests::provider_timeouts(options.failure_policy, options.webhooks) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("vouch: {e}");
+                eout!("vouch: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -517,12 +527,12 @@ fn manifests(
             config.mutate_deadline.get(),
         );
         if let Err(e) = checked {
-            eprintln!("vouch: {e}");
+            eout!("vouch: {e}");
             return ExitCode::from(2);
         }
     } else {
         let (verify, mutate) = timeouts.deadlines();
-        eprintln!(
+        eout!(
             "vouch: the Providers time out after {}s and {}s: vouch's config needs deadline <= {} and mutateDeadline <= {} (check with --config)",
             timeouts.verify,
             timeouts.mutate,
@@ -536,7 +546,7 @@ fn manifests(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("vouch: {e}");
+            eout!("vouch: {e}");
             ExitCode::from(2)
         }
     }
