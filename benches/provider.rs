@@ -821,6 +821,23 @@ async fn cold_attested(dir: &Path, client: &Client, n: usize) {
         "bench: sbom_1mib_evaluation_median {:.1} ms",
         median(samples)
     );
+    // The same SBOM with one package under a denied licence: the policy then reads every
+    // package's licences.
+    let mut one_denied = input.clone();
+    one_denied["statement"]["predicate"]["packages"][i / 2]["licenseConcluded"] =
+        serde_json::json!("GPL-3.0-only");
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let input = one_denied.clone();
+        let t = Instant::now();
+        let denied = sbom.deny(input).expect("evaluated");
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "bench: sbom_1mib_one_denied_evaluation_median {:.1} ms",
+        median(samples)
+    );
 }
 
 fn main() {

@@ -61,7 +61,7 @@ list_param(name) := value if {
 	is_array(value)
 } else := []
 
-denied_packages := list_param("deniedPackages")
+denied_packages := {name | some name in list_param("deniedPackages")}
 
 denied_licenses := list_param("deniedLicenses")
 
@@ -83,38 +83,40 @@ text(value) := value if {
 	is_string(value)
 } else := "(unnamed)"
 
-# Every package: {"name", "version" ("" when none), "licenses": [expression, ...]}.
-packages contains pkg if {
-	is_spdx
-	spdx_packages := object.get(predicate, "packages", [])
-	is_array(spdx_packages)
-	some p in spdx_packages
-	pkg := {
-		"name": text(object.get(p, "name", null)),
-		"version": version(object.get(p, "versionInfo", null)),
-		"licenses": [e |
-			some field in ["licenseConcluded", "licenseDeclared"]
-			e := object.get(p, field, null)
-			is_string(e)
-		],
-	}
-}
+# Every package as the document has it: SPDX packages[] and CycloneDX components (nested
+# ones included), not copied into new objects — with thousands of packages, building one
+# object per package costs more than every check together. `name_of`, `version_of` and
+# `licenses_of` read the fields of either format.
+packages := array.concat(spdx_packages, [c | some c in components])
 
-packages contains pkg if {
-	some c in components
-	choices := object.get(c, "licenses", [])
-	pkg := {
-		"name": text(object.get(c, "name", null)),
-		"version": version(object.get(c, "version", null)),
-		"licenses": [e |
-			is_array(choices)
-			some choice in choices
-			is_object(choice)
-			some e in [object.get(choice, "expression", null), object.get(choice, ["license", "id"], null)]
-			is_string(e)
-		],
-	}
-}
+spdx_packages := [p |
+	is_spdx
+	listed := object.get(predicate, "packages", [])
+	is_array(listed)
+	some p in listed
+	is_object(p)
+]
+
+name_of(p) := text(object.get(p, "name", null))
+
+version_of(p) := version(object.get(p, "versionInfo", object.get(p, "version", null)))
+
+# SPDX: licenseConcluded and licenseDeclared. CycloneDX: licenses[].expression and
+# licenses[].license.id.
+licenses_of(p) := [e |
+	some field in ["licenseConcluded", "licenseDeclared"]
+	e := object.get(p, field, null)
+	is_string(e)
+] if {
+	is_spdx
+} else := [e |
+	choices := object.get(p, "licenses", [])
+	is_array(choices)
+	some choice in choices
+	is_object(choice)
+	some e in [object.get(choice, "expression", null), object.get(choice, ["license", "id"], null)]
+	is_string(e)
+]
 
 # CycloneDX components and their sub-components (components[].components[]...), down to
 # four levels: regorus as vouch builds it has no `walk`, and Rego has no recursion. A BOM
@@ -206,21 +208,43 @@ deny contains msg if {
 	msg := sprintf("component %s has components nested more than four levels deep, which this policy does not read", [text(object.get(c, "name", null))])
 }
 
-deny contains msg if {
-	some p in packages
-	p.name in denied_packages
-	msg := package_denied(p)
+# The document as JSON text, for one-pass tests of whether anything denied appears at all:
+# a clean SBOM of thousands of packages is then not read package by package.
+document_text := json.marshal(predicate)
+
+# Denied package names that appear in the document (as JSON strings).
+present_names contains name if {
+	some name in denied_packages
+	is_string(name)
+	contains(document_text, json.marshal(name))
 }
 
-package_denied(p) := sprintf("package %s %s is denied", [p.name, p.version]) if p.version != ""
+deny contains msg if {
+	some name in present_names
+	some p in packages
+	name_of(p) == name
+	msg := package_denied(name, version_of(p))
+}
 
-package_denied(p) := sprintf("package %s is denied", [p.name]) if p.version == ""
+package_denied(name, v) := sprintf("package %s %s is denied", [name, v]) if v != ""
+
+package_denied(name, v) := sprintf("package %s is denied", [name]) if v == ""
+
+# The denied licence ids that appear anywhere in the document (case-insensitively).
+present_ids contains id if {
+	count(denied_ids) > 0
+	document := lower(document_text)
+	some id, _ in denied_ids
+	contains(document, id)
+}
 
 deny contains msg if {
-	count(denied_ids) > 0
-	some p in packages
-	some expression in p.licenses
-	some id in license_ids(expression)
+	some id in present_ids
 	denied := denied_ids[id]
-	msg := sprintf("package %s is licensed %s, which includes denied licence %s", [p.name, expression, denied])
+	some p in packages
+	some expression in licenses_of(p)
+	# A cheap substring test first; the expression is split into ids only when it passes.
+	contains(lower(expression), id)
+	id in license_ids(expression)
+	msg := sprintf("package %s is licensed %s, which includes denied licence %s", [name_of(p), expression, denied])
 }
