@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use support::layout::{fixture, fixtures_dir, push_layout};
 use support::redis::RedisServer;
-use support::registry::{CosignKey, Pusher, Registry, push_signed};
+use support::registry::{CosignKey, Image, Pusher, Registry, push_cosign_signatures, push_signed};
 use support::*;
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
@@ -471,7 +471,7 @@ fn rss_mib(pid: u32) -> f64 {
 /// 100 000 verdicts (each with one signature) in vouch's verdict cache, in this process:
 /// the RSS growth they cause, and an idle vouch's RSS for the total.
 async fn memory(config: &Path, n: usize) {
-    use vouch::internal::{CachedVerdict, Caches, VerdictKey};
+    use vouch::internal::{CachedVerdict, Caches, VerdictKey, VerdictScope};
     let idle = serve(config).await;
     let idle_rss = rss_mib(idle.child.id());
     let cfg = vouch::config::CacheConfig {
@@ -486,6 +486,7 @@ async fn memory(config: &Path, n: usize) {
             policy: "acme".into(),
             name: format!("ghcr.io/acme/service-{}", i % 500),
             digest: vouch::internal::sha256_digest(&i.to_le_bytes()),
+            scope: VerdictScope::Digest,
         };
         let mut report = vouch::verdict::Report::failed(
             &format!("{}:v{i}", key.name),
@@ -840,6 +841,48 @@ async fn cold_attested(dir: &Path, client: &Client, n: usize) {
     );
 }
 
+/// Cold verification of `n` three-platform indexes under `platforms: each`, every platform
+/// signed: registry round trips per index and per platform (target: one manifest fetch and
+/// one signature discovery per platform, nothing twice).
+async fn cold_index_each(dir: &Path, client: &Client, n: usize) {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let key = CosignKey::generate();
+    let key_file = dir.join("index.pub");
+    std::fs::write(&key_file, key.public_pem()).expect("write key");
+    let host = registry.host.clone();
+    let mut keys = Vec::new();
+    const PLATFORMS: [(&str, &str); 3] =
+        [("linux", "amd64"), ("linux", "arm64"), ("windows", "amd64")];
+    for i in 0..n {
+        let repo = format!("acme/multi{i}");
+        let mut children = Vec::new();
+        for (j, _) in PLATFORMS.iter().enumerate() {
+            let c = pusher.push_image(&repo, &format!("p{j}")).await;
+            let sig = key.sign_image(&format!("{host}/{repo}"), &c.digest);
+            push_cosign_signatures(&pusher, &repo, &c.digest, &[sig]).await;
+            children.push(c);
+        }
+        let entries: Vec<(&Image, &str, &str)> = children
+            .iter()
+            .zip(PLATFORMS)
+            .map(|(c, (os, arch))| (c, os, arch))
+            .collect();
+        pusher.push_index_with(&repo, "v1", &entries).await;
+        keys.push(format!("{host}/{repo}:v1"));
+    }
+    let policy = format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: acme\n  scopes: [\"{host}/acme/*\"]\n  platforms: each\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
+        key_file.display()
+    );
+    let (lat, trips) = cold_runs(dir, client, &registry, &policy, &keys).await;
+    print_cold("verify_index_each_3_platforms_cold", lat, trips);
+    println!(
+        "bench: verify_index_each_round_trips_per_platform {:.2} requests (besides the index's HEAD and GET)",
+        (trips - 2.0) / PLATFORMS.len() as f64
+    );
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -897,6 +940,7 @@ fn main() {
         let n = if full { 50 } else { 5 };
         cold_cosign(dir.path(), &client, n).await;
         cold_notation(dir.path(), &client, n).await;
+        cold_index_each(dir.path(), &client, n).await;
         cold_keyless(dir.path(), &client, n).await;
         cold_attested(dir.path(), &client, n).await;
     });

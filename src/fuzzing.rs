@@ -286,3 +286,36 @@ pub fn keyless_annotations(data: &[u8]) {
         "a fuzzed legacy signature verified for a digest nobody signed"
     );
 }
+
+/// `/v1/verify` keys with a namespace prefix (`[team-a]image`): never panics; an accepted
+/// prefix is a Kubernetes namespace name and the key is exactly `[ns]` + the reference; a
+/// key starting with `[` is never taken as a cluster-wide key; a refused prefix is an
+/// `invalid-reference` verdict.
+pub fn namespaced_key(data: &[u8]) {
+    let key = String::from_utf8_lossy(data);
+    match crate::namespace::split(&key) {
+        Ok(k) => match k.namespace {
+            Some(ns) => {
+                assert!(crate::namespace::is_namespace_name(ns), "{key:?}");
+                assert_eq!(format!("[{ns}]{}", k.reference), key);
+                assert!(!k.reference.is_empty());
+            }
+            None => {
+                assert!(!key.starts_with('['), "{key:?}");
+                assert_eq!(k.reference, key);
+            }
+        },
+        Err(_) => {
+            assert!(key.starts_with('['), "{key:?}");
+            let set = crate::policy::PolicySet::default();
+            match crate::verify::decide(&key, &set) {
+                crate::verify::Decision::Verdict(r) => {
+                    assert_eq!(r.code, VerdictCode::InvalidReference, "{key:?}")
+                }
+                crate::verify::Decision::Verify { .. } => {
+                    panic!("refused prefix verified: {key:?}")
+                }
+            }
+        }
+    }
+}

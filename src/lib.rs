@@ -58,6 +58,7 @@ mod exchange;
 mod lease;
 mod metrics;
 mod mutate;
+mod namespace;
 mod ops;
 mod policy;
 mod protocol;
@@ -77,7 +78,7 @@ mod verify;
 #[doc(hidden)]
 pub mod internal {
     pub use crate::attest::{RegoError, RegoPolicy};
-    pub use crate::cache::{CachedVerdict, Caches, VerdictKey};
+    pub use crate::cache::{CachedVerdict, Caches, VerdictKey, VerdictScope};
     pub use crate::digest::sha256_digest;
     pub use crate::metrics::Metrics;
     pub use crate::server::serve;

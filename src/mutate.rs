@@ -9,6 +9,11 @@
 //! `action: allow` policies come back unchanged — neither causes registry traffic. Tag
 //! resolutions share the verification engine's tag cache, so the digest pinned is the one
 //! that was (or will be) verified within `tagTtl`.
+//!
+//! Mutation has no namespace: Gatekeeper's mutation requests carry only the value (its
+//! issue #3376), so only cluster-wide policies and the registries' own credentials pin. An
+//! image only namespaced policies cover gets `no-policy`, and one only a namespaced
+//! policy's credentials can read gets an `auth` error that says so — never a silent skip.
 
 use std::sync::Arc;
 
@@ -17,7 +22,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::Action;
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
-use crate::policy::PolicySet;
+use crate::policy::{Policy, PolicySet};
 use crate::protocol::Json;
 use crate::reference::ImageRef;
 use crate::reload::EngineSlot;
@@ -29,8 +34,8 @@ use crate::verify::{Failure, Resolution, VerifyEngine, classify};
 pub(crate) enum Pin {
     /// The answer is known: the key unchanged, or a per-key error.
     Done(Outcome),
-    /// Resolve this tag and append the digest to the key.
-    Resolve(ImageRef),
+    /// Resolve this tag (under this cluster-wide policy) and append the digest to the key.
+    Resolve(ImageRef, Policy),
 }
 
 /// Settles every key that needs no registry.
@@ -44,16 +49,29 @@ pub(crate) fn plan(key: &str, policies: &PolicySet) -> Pin {
             )));
         }
     };
-    let Some(policy) = policies.select(&image) else {
+    let Some(policy) = policies.select(&image, None) else {
+        let namespaced = policies
+            .covering(&image)
+            .map(|p| {
+                format!(
+                    " (policy {:?} covers it for namespaces {}, but mutation requests carry no namespace)",
+                    p.name,
+                    p.namespaces.join(", ")
+                )
+            })
+            .unwrap_or_default();
         return Pin::Done(Outcome::Error(KeyError::new(
             ErrorCode::NoPolicy,
-            format!("no trust policy scope covers {}", image.name()),
+            format!(
+                "no cluster-wide trust policy scope covers {}{namespaced}",
+                image.name()
+            ),
         )));
     };
     if image.digest().is_some() || policy.action == Action::Allow {
         return Pin::Done(unchanged(key));
     }
-    Pin::Resolve(image)
+    Pin::Resolve(image, policy.clone())
 }
 
 /// The key itself, as the mutation's value.
@@ -72,11 +90,11 @@ pub(crate) struct MutateEngine(pub Arc<EngineSlot>);
 
 impl MutateEngine {
     async fn pin(engine: &VerifyEngine, key: &str) -> Outcome {
-        let image = match plan(key, engine.policies()) {
+        let (image, policy) = match plan(key, engine.policies()) {
             Pin::Done(outcome) => return outcome,
-            Pin::Resolve(image) => image,
+            Pin::Resolve(image, policy) => (image, policy),
         };
-        match engine.resolve(&image, engine.budget()).await {
+        match engine.resolve(&image, &policy, engine.budget()).await {
             Ok(r) => pinned(key, &r.descriptor.digest),
             Err(Resolution::Unavailable(outcome)) => outcome,
             // Mutation values must be strings, so what verification answers as a verdict
@@ -89,6 +107,20 @@ impl MutateEngine {
                         _ => ErrorCode::RegistryProtocol,
                     };
                     Outcome::Error(KeyError::new(code, d.reason))
+                }
+                Failure::Other(Outcome::Error(e)) if e.code == ErrorCode::Auth => {
+                    match engine.policies().namespaced_with_credentials(&image) {
+                        Some(p) => Outcome::Error(KeyError::new(
+                            ErrorCode::Auth,
+                            format!(
+                                "{}; only policy {:?}'s credentials (namespaces {}) may reach it, and mutation requests carry no namespace, so pinning uses the registry's own",
+                                e.message,
+                                p.name,
+                                p.namespaces.join(", ")
+                            ),
+                        )),
+                        None => Outcome::Error(e),
+                    }
                 }
                 Failure::Other(outcome) => outcome,
             },
@@ -149,7 +181,7 @@ mod tests {
     #[test]
     fn tags_are_resolved_and_pinning_is_a_fixed_point() {
         let p = policies();
-        let Pin::Resolve(image) = plan("ghcr.io/acme/api:1.4", &p) else {
+        let Pin::Resolve(image, _) = plan("ghcr.io/acme/api:1.4", &p) else {
             panic!("a tag of a verify policy needs resolving");
         };
         assert_eq!(image.tag(), Some("1.4"));

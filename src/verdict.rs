@@ -121,6 +121,26 @@ pub struct Report {
     /// The attestations the policy requires, as evaluated; absent when it requires none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<AttestationReport>,
+    /// For an index verified platform by platform (`platforms: each`, or `index-or-each`
+    /// without an index signature): every platform manifest and its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformReport>,
+    /// When not verified, one line saying what would fix it; absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hint: String,
+}
+
+/// One platform manifest of an index, as verified (SPEC §4 `platforms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformReport {
+    /// The platform manifest's digest.
+    pub digest: String,
+    /// `os/architecture[/variant]` as the index names it (empty when it names none).
+    pub platform: String,
+    /// Whether it verified on its own.
+    pub verified: bool,
+    /// Why not; empty when verified.
+    pub code: VerdictCode,
 }
 
 /// One attestation evaluated for a required type (SPEC §2 `attestations`).
@@ -149,6 +169,8 @@ impl Report {
             code: denial.code,
             reason: denial.reason,
             attestations: Vec::new(),
+            platforms: Vec::new(),
+            hint: String::new(),
         }
     }
 
@@ -163,6 +185,8 @@ impl Report {
             code: VerdictCode::None,
             reason: String::new(),
             attestations: Vec::new(),
+            platforms: Vec::new(),
+            hint: String::new(),
         }
     }
 

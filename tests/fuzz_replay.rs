@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("registry_document", vouch::fuzzing::registry_document),
     ("sigstore_bundle", vouch::fuzzing::sigstore_bundle),
     ("keyless_annotations", vouch::fuzzing::keyless_annotations),
+    ("namespaced_key", vouch::fuzzing::namespaced_key),
 ];
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {

@@ -3,8 +3,10 @@
 //! mTLS call to a running vouch, the `responses`/`errors` split, `status_code`,
 //! `system_error`, null lists on transport failure, and a per-(provider, key) response
 //! cache that keeps values and errors but never `systemError` (`status_code` 0 when every
-//! key came from it). The generated objects are also validated against Gatekeeper's CRD
-//! schemas.
+//! key came from it). The templates key each image by the object's namespace
+//! (`[team-a]ghcr.io/acme/app:1`), so that cache keeps namespaces apart and vouch applies
+//! each namespace's policies. The generated objects are also validated against
+//! Gatekeeper's CRD schemas.
 
 mod support;
 
@@ -12,39 +14,67 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::gatekeeper::{Gatekeeper, violations};
+use support::gatekeeper::{Gatekeeper, Policies, violations};
 use support::registry::*;
 use support::*;
 use vouch::manifests::{self, FailurePolicy};
 
-/// The violations each template raises for `object`.
+/// The violations each template raises for `object`, and the `external_data` requests each
+/// template's evaluation made.
 struct Violations {
     verification: Vec<Value>,
     system_error: Vec<Value>,
+    /// (template package, request) in the order made; within one evaluation Gatekeeper
+    /// memoizes the builtin, so each template's distinct requests appear once.
+    requests: Vec<(&'static str, Value)>,
 }
 
 fn evaluate(gk: &Gatekeeper, object: Value) -> Violations {
-    let mut engine = gk.engine(&[
-        ("lib.rego", manifests::LIB_REGO),
-        ("verification.rego", manifests::VERIFICATION_REGO),
-        ("system_error.rego", manifests::SYSTEM_ERROR_REGO),
-    ]);
-    let input = json!({"review": {"kind": {"kind": object["kind"]}, "object": object}});
+    evaluate_review(
+        gk,
+        json!({"kind": {"kind": object["kind"]}, "object": object}),
+    )
+}
+
+/// [`evaluate`] with `review` as `input.review` (an AdmissionRequest: `kind`, `namespace`,
+/// `object`, ...).
+fn evaluate_review(gk: &Gatekeeper, review: Value) -> Violations {
+    type Requests = Arc<std::sync::Mutex<Vec<(&'static str, Value)>>>;
+    let requests: Requests = Arc::default();
+    let current: Arc<std::sync::Mutex<&'static str>> = Arc::new(std::sync::Mutex::new(""));
+    let (gk2, seen, template) = (gk.clone(), requests.clone(), current.clone());
+    let mut engine = support::gatekeeper::rego_engine(
+        &[
+            ("lib.rego", manifests::LIB_REGO),
+            ("verification.rego", manifests::VERIFICATION_REGO),
+            ("system_error.rego", manifests::SYSTEM_ERROR_REGO),
+        ],
+        move |request| {
+            let name = *template.lock().expect("template");
+            seen.lock().expect("requests").push((name, request.clone()));
+            gk2.external_data(request)
+        },
+    );
+    let input = json!({"review": review});
     let data = json!({});
+    let mut run = |package: &'static str| {
+        *current.lock().expect("template") = package;
+        let rule = format!("data.{package}.violation");
+        violations(&mut engine, &rule, &input, &data)
+    };
+    let verification = run("vouchverification");
+    let system_error = run("vouchsystemerror");
+    let requests = std::mem::take(&mut *requests.lock().expect("requests"));
     Violations {
-        verification: violations(
-            &mut engine,
-            "data.vouchverification.violation",
-            &input,
-            &data,
-        ),
-        system_error: violations(
-            &mut engine,
-            "data.vouchsystemerror.violation",
-            &input,
-            &data,
-        ),
+        verification,
+        system_error,
+        requests,
     }
+}
+
+/// The `vouch-verify` key of `image` for an object in `namespace`.
+fn ns_key(namespace: &str, image: &str) -> String {
+    format!("[{namespace}]{image}")
 }
 
 fn pod(images: &[&str]) -> Value {
@@ -165,6 +195,13 @@ async fn templates_under_gatekeeper_semantics() {
     assert_eq!(r.verification.len(), 1, "{:?}", r.verification);
     assert_eq!(r.verification[0]["details"]["image"], unsigned.as_str());
     assert_eq!(r.verification[0]["details"]["code"], "unsigned");
+    assert!(
+        r.verification[0]["msg"].as_str().is_some_and(
+            |m| m.starts_with(&format!("image {unsigned} is not verified: unsigned: "))
+        ),
+        "{:?}",
+        r.verification
+    );
     assert!(r.system_error.is_empty(), "{:?}", r.system_error);
 
     // Workload templates and CronJobs are covered too (init containers included).
@@ -174,8 +211,8 @@ async fn templates_under_gatekeeper_semantics() {
     assert_eq!(r.verification.len(), 1, "{:?}", r.verification);
 
     // Everything from Gatekeeper's cache (status_code 0): no false violation either way.
-    let cached =
-        gk.external_data(&json!({"provider": "vouch-verify", "keys": [signed[0], unsigned]}));
+    let cached = gk.external_data(&json!({"provider": "vouch-verify",
+        "keys": [ns_key("default", &signed[0]), ns_key("default", &unsigned)]}));
     assert_eq!(cached["status_code"], 0);
     let r = run(&gk, pod(&[&signed[0], &unsigned])).await.expect("eval");
     assert_eq!(r.verification.len(), 1);
@@ -212,6 +249,169 @@ async fn templates_under_gatekeeper_semantics() {
     let r = run(&nowhere, pod(&[&signed[0]])).await.expect("eval");
     assert!(r.verification.is_empty());
     assert_eq!(r.system_error.len(), 1, "{:?}", r.system_error);
+}
+
+/// The AdmissionRequest for creating a Pod named `name` with `images` in `namespace`; the
+/// Pod itself carries the namespace only when `in_object` (a CREATE's object may lack it,
+/// the request always has it).
+fn pod_request(namespace: &str, name: &str, images: &[&str], in_object: bool) -> Value {
+    let mut object = pod(images);
+    object["metadata"] = json!({"name": name});
+    if in_object {
+        object["metadata"]["namespace"] = json!(namespace);
+    }
+    json!({"kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "uid": format!("{namespace}-{name}"), "namespace": namespace, "name": name,
+        "object": object})
+}
+
+/// The templates send each image as `[<namespace>]<image>`, both templates the same keys,
+/// and vouch answers each key with the policies of its namespace: with policy `team-a`
+/// (namespaces `[team-a]`) trusting key A and `team-b` trusting key B over the same scope,
+/// and no cluster-wide policy, an image signed by A is admitted in `team-a` only, one signed
+/// by B in `team-b` only, and both are `no-policy` in any other namespace or without one.
+/// One Gatekeeper serves every review: its per-key cache never answers one namespace with
+/// another's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_keys_select_the_namespaces_policies() {
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let host = registry.host.clone();
+    let (key_a, key_b) = (CosignKey::generate(), CosignKey::generate());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pub_a, pub_b) = (dir.path().join("a.pub"), dir.path().join("b.pub"));
+    std::fs::write(&pub_a, key_a.public_pem()).expect("key a");
+    std::fs::write(&pub_b, key_b.public_pem()).expect("key b");
+    push_signed(&pusher, &key_a, &host, "acme/app", "by-a").await;
+    push_signed(&pusher, &key_b, &host, "acme/app", "by-b").await;
+    let (by_a, by_b) = (
+        format!("{host}/acme/app:by-a"),
+        format!("{host}/acme/app:by-b"),
+    );
+    let v = Vouch::start(&format!(
+        "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n\
+         - name: team-a\n  namespaces: [team-a]\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n\
+         - name: team-b\n  namespaces: [team-b]\n  scopes: [\"{host}/acme/*\"]\n  verifiers:\n  - cosign: {{publicKeys: [{}]}}\n",
+        pub_a.display(),
+        pub_b.display(),
+    ))
+    .await;
+    let gk = Gatekeeper::new(v.running.provider_addr, v.gatekeeper_client());
+
+    // What the templates send: the object's namespace in every key, the same keys from both
+    // templates (vouch coalesces the twin requests only when they are equal).
+    let object = pod_request("team-a", "p", &[&by_a, &by_b], true)["object"].clone();
+    let gk2 = gk.clone();
+    let r = tokio::task::spawn_blocking(move || evaluate(&gk2, object))
+        .await
+        .expect("eval");
+    let want = json!({"provider": "vouch-verify", "keys": [ns_key("team-a", &by_a), ns_key("team-a", &by_b)]});
+    let templates: Vec<&str> = r.requests.iter().map(|(t, _)| *t).collect();
+    assert_eq!(templates, ["vouchverification", "vouchsystemerror"]);
+    for (template, request) in &r.requests {
+        assert_eq!(request, &want, "{template}");
+    }
+    // by-b is not trusted in team-a, and the message names the image, not the key.
+    assert_eq!(r.verification.len(), 1, "{:?}", r.verification);
+    let denial = &r.verification[0];
+    assert_eq!(denial["details"]["image"], by_b.as_str(), "{denial}");
+    assert_eq!(denial["details"]["namespace"], "team-a", "{denial}");
+    assert!(
+        denial["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("image {by_b} is not verified: "))),
+        "{denial}"
+    );
+    assert!(r.system_error.is_empty(), "{:?}", r.system_error);
+
+    // Gatekeeper's reviews under the generated objects: (namespace, image, denial code).
+    let objects = manifests::objects(&options(FailurePolicy::Open)).expect("objects");
+    let policies = Policies::from_objects(&objects);
+    let rows: [(&str, &str, Option<&str>); 6] = [
+        ("team-a", &by_a, None),
+        ("team-b", &by_a, Some("untrusted-signer")),
+        ("team-b", &by_b, None),
+        ("team-a", &by_b, Some("untrusted-signer")),
+        ("team-c", &by_a, Some("no-policy")),
+        ("team-c", &by_b, Some("no-policy")),
+    ];
+    for (i, (namespace, image, want)) in rows.into_iter().enumerate() {
+        // Every other request leaves the namespace out of the object: the request's is used.
+        let request = pod_request(namespace, &format!("p{i}"), &[image], i % 2 == 0);
+        let (gk2, policies) = (gk.clone(), policies.clone());
+        let r = tokio::task::spawn_blocking(move || gk2.review(&policies, &request, &json!({})))
+            .await
+            .expect("review");
+        let row = format!("{image} in {namespace}");
+        let denials = r.denials();
+        match want {
+            None => assert!(r.violations.is_empty(), "{row}: {:?}", r.violations),
+            Some(code) => {
+                assert_eq!(denials.len(), 1, "{row}: {:?}", r.violations);
+                let d = denials[0];
+                assert_eq!(d.constraint, "vouch-verification", "{row}");
+                assert_eq!(d.details["code"], code, "{row}: {}", d.msg);
+                assert_eq!(d.details["image"], image, "{row}");
+                assert_eq!(d.details["namespace"], namespace, "{row}");
+                assert!(
+                    d.msg
+                        .starts_with(&format!("image {image} is not verified: {code}: ")),
+                    "{row}: {}",
+                    d.msg
+                );
+                assert!(
+                    !d.msg.contains('['),
+                    "{row}: the key is not shown: {}",
+                    d.msg
+                );
+            }
+        }
+        assert!(
+            gk.cache
+                .lock()
+                .expect("cache")
+                .contains_key(&("vouch-verify".to_string(), ns_key(namespace, image))),
+            "{row}: asked as {}",
+            ns_key(namespace, image)
+        );
+        println!(
+            "{row}: {:?}",
+            r.denials().iter().map(|d| &d.msg).collect::<Vec<_>>()
+        );
+    }
+    let no_policy = gk
+        .cache
+        .lock()
+        .expect("cache")
+        .get(&("vouch-verify".to_string(), ns_key("team-c", &by_a)))
+        .cloned();
+    let reason = no_policy.and_then(Result::ok).map(|v| v["reason"].clone());
+    assert_eq!(
+        reason,
+        Some(json!(format!(
+            "no trust policy scope covers {host}/acme/app in namespace team-c"
+        )))
+    );
+
+    // No namespace anywhere (nothing Gatekeeper admits looks like this, but audit input
+    // could): the bare image, cluster-wide policies only, of which there are none.
+    let mut object = pod(&[&by_a]);
+    object["metadata"] = json!({"name": "p"});
+    let gk2 = gk.clone();
+    let r = tokio::task::spawn_blocking(move || evaluate(&gk2, object))
+        .await
+        .expect("eval");
+    for (template, request) in &r.requests {
+        assert_eq!(
+            request,
+            &json!({"provider": "vouch-verify", "keys": [by_a]}),
+            "{template}"
+        );
+    }
+    assert_eq!(r.verification.len(), 1, "{:?}", r.verification);
+    assert_eq!(r.verification[0]["details"]["code"], "no-policy");
+    assert_eq!(r.verification[0]["details"]["image"], by_a.as_str());
+    assert_eq!(r.verification[0]["details"]["namespace"], "");
 }
 
 /// Whether Gatekeeper admits the object under `policy`: the verification Constraint denies

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{AttestationReport, Denial, Report, SignatureReport, VerdictCode};
+use crate::verdict::{
+    AttestationReport, Denial, PlatformReport, Report, SignatureReport, VerdictCode,
+};
 
 /// A cached verdict and how long it may be served. The report is kept as a few dozen bytes
 /// of [`Compact`] (without the per-key `reference`) rather than as a `Report` of seven small
@@ -74,6 +76,8 @@ struct Compact {
     reason: String,
     /// Every field present (no serde skipping in the type), so postcard can hold it as is.
     attestations: Vec<AttestationReport>,
+    platforms: Vec<PlatformReport>,
+    hint: String,
 }
 
 /// A signature report with every field present: postcard is not self-describing, so the
@@ -153,6 +157,8 @@ impl From<Report> for Compact {
             code: r.code,
             reason: r.reason,
             attestations: r.attestations,
+            platforms: r.platforms,
+            hint: r.hint,
         }
     }
 }
@@ -168,6 +174,8 @@ impl From<Compact> for Report {
             code: c.code,
             reason: c.reason,
             attestations: c.attestations,
+            platforms: c.platforms,
+            hint: c.hint,
         }
     }
 }
@@ -192,6 +200,8 @@ mod tests {
             code: VerdictCode::None,
             reason: String::new(),
             attestations: Vec::new(),
+            platforms: Vec::new(),
+            hint: String::new(),
         }
     }
 
@@ -237,6 +247,13 @@ mod tests {
                 passed: false,
                 messages: vec!["built from another repository".into()],
             }],
+            platforms: vec![PlatformReport {
+                digest: sha.clone(),
+                platform: "linux/arm64/v8".into(),
+                verified: false,
+                code: VerdictCode::Unsigned,
+            }],
+            hint: "sign the arm64 manifest too".into(),
         };
         let upper = format!("sha256:{}", "ABCDEF0123456789".repeat(4));
         let short = format!("sha256:{}", "ab".repeat(31));

@@ -45,6 +45,27 @@ pub struct VerdictKey {
     pub name: String,
     /// The image's digest (`sha256:…`).
     pub digest: String,
+    /// What the verdict is about: the digest's own signatures, or (for an index) its
+    /// platforms as the policy's `platforms` requires.
+    pub scope: VerdictScope,
+}
+
+/// What a cached verdict covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictScope {
+    /// The digest's own signatures (and attestations).
+    Digest,
+    /// An index's platform manifests, each verified (`platforms: each|index-or-each`).
+    Platforms,
+}
+
+impl VerdictScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            VerdictScope::Digest => "",
+            VerdictScope::Platforms => "#platforms",
+        }
+    }
 }
 
 impl VerdictKey {
@@ -54,7 +75,7 @@ impl VerdictKey {
         use aws_lc_rs::digest::{Context, SHA256};
         let mut ctx = Context::new(&SHA256);
         ctx.update(&self.generation.to_be_bytes());
-        for part in [&self.policy, &self.name, &self.digest] {
+        for part in [&self.policy, &self.name, &self.digest, self.scope.as_str()] {
             ctx.update(&(part.len() as u64).to_be_bytes());
             ctx.update(part.as_bytes());
         }
@@ -65,8 +86,12 @@ impl VerdictKey {
 
     fn redis_key(&self) -> String {
         format!(
-            "vouch:verdict:v1:{:016x}:{}:{}@{}",
-            self.generation, self.policy, self.name, self.digest
+            "vouch:verdict:v2:{:016x}:{}:{}@{}{}",
+            self.generation,
+            self.policy,
+            self.name,
+            self.digest,
+            self.scope.as_str()
         )
     }
 }
@@ -100,6 +125,9 @@ pub struct TagKey {
     pub repository: String,
     /// A tag, or a digest (resolved to learn its media type and size).
     pub reference: String,
+    /// Whose credentials resolved it: empty for the registry's own, else the namespaced
+    /// policy's name. A tenant's resolution is never served to another tenant.
+    pub credentials: String,
 }
 
 struct VerdictExpiry;
@@ -375,6 +403,7 @@ mod tests {
             policy: "p".into(),
             name: "r.io/a".into(),
             digest: d.into(),
+            scope: VerdictScope::Digest,
         }
     }
 

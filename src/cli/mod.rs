@@ -76,6 +76,10 @@ enum Command {
         /// Time allowed per image.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Verify as a key from this namespace would be (`[NS]image`): the namespaced
+        /// policies naming it apply too.
+        #[arg(long)]
+        namespace: Option<String>,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -188,8 +192,19 @@ pub fn main() -> ExitCode {
             config,
             json,
             timeout,
+            namespace,
             images,
-        } => run_async(verify(config, json, timeout, images)),
+        } => {
+            let images = match namespace {
+                Some(ns) if !crate::namespace::is_namespace_name(&ns) => {
+                    eout!("vouch: --namespace {ns:?} is not a Kubernetes namespace name");
+                    return ExitCode::from(2);
+                }
+                Some(ns) => images.iter().map(|i| format!("[{ns}]{i}")).collect(),
+                None => images,
+            };
+            run_async(verify(config, json, timeout, images))
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),

@@ -15,7 +15,8 @@ pub use dur::Dur;
 pub use load::{ConfigError, Problem};
 pub use policies::{
     Action, AttestationConfig, CosignVerifierConfig, KeylessFormat, KeylessVerifierConfig,
-    NotationVerifierConfig, PolicyConfig, RegistryConfig, Require, Verifier, VerifierConfig,
+    NotationVerifierConfig, Platforms, PolicyConfig, PolicyCredentials, RegistryConfig, Require,
+    Verifier, VerifierConfig,
 };
 pub use sections::{
     CacheConfig, ClaimStoreKind, ClaimsConfig, Limits, RedisConfig, RedisSettings, SentinelConfig,
@@ -206,6 +207,20 @@ impl Config {
                     && let Some(p) = &mut k.trusted_root
                 {
                     f(format!("{at}.keyless.trustedRoot"), FileRole::Trust, p);
+                }
+            }
+            if let Some(c) = &mut pol.credentials {
+                for (name, p) in [
+                    ("passwordFile", &mut c.password_file),
+                    ("dockerConfig", &mut c.docker_config),
+                ] {
+                    if let Some(p) = p {
+                        f(
+                            format!("policies[{i}].credentials.{name}"),
+                            FileRole::Access,
+                            p,
+                        );
+                    }
                 }
             }
             for (j, a) in pol.attestations.iter_mut().enumerate() {

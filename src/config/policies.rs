@@ -84,7 +84,7 @@ pub enum Action {
 }
 
 /// One trust policy: the images it governs and how they are verified.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
     /// The name reports and cache keys use.
@@ -92,6 +92,17 @@ pub struct PolicyConfig {
     /// Parsed once, when the config is read; errors are reported by validation.
     #[serde(default)]
     pub scopes: Vec<ScopeEntry>,
+    /// The namespaces the policy applies to (names, or globs with `*`); empty: cluster-wide.
+    /// A namespaced policy applies only to keys carrying one of these namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Registry credentials used instead of the registry's own for keys this policy is
+    /// selected for (namespaced policies only: a tenant's credentials for its images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PolicyCredentials>,
+    /// What must be signed when the image's digest is an index.
+    #[serde(default)]
+    pub platforms: Platforms,
     /// `any` (default) or `all` of the verifiers.
     #[serde(default)]
     pub require: Require,
@@ -105,6 +116,34 @@ pub struct PolicyConfig {
     /// before they are read, each judged by a Rego policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<AttestationConfig>,
+}
+
+/// A namespaced policy's own registry credentials.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCredentials {
+    /// Basic-auth user name (with `passwordFile`).
+    #[serde(default)]
+    pub username: String,
+    /// File holding the password; read again at every reload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A docker `config.json` whose `auths` entries supply the credentials.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+}
+
+/// What must be signed when an image's digest is an index (a multi-platform image).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platforms {
+    /// A signature on the index itself.
+    #[default]
+    Index,
+    /// Every platform manifest of the index, each with its own signature.
+    Each,
+    /// The index's signature, or else every platform's.
+    IndexOrEach,
 }
 
 /// A required attestation (SPEC §4 `attestations`).
@@ -309,12 +348,19 @@ pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
         if pol.scopes.is_empty() {
             p.bad(format!("{at}.scopes"), "a policy needs at least one scope");
         }
+        // Policies may share a scope when they apply to different namespaces; the same
+        // scope for the same namespaces (or cluster-wide) twice would be a coin toss.
+        let mut applies_to: Vec<&str> = pol.namespaces.iter().map(String::as_str).collect();
+        applies_to.sort_unstable();
         for (j, s) in pol.scopes.iter().enumerate() {
             match s.scope() {
                 Err(why) => p.bad(format!("{at}.scopes[{j}]"), why.to_string()),
-                Ok(_) if !scopes.insert(s.text()) => p.bad(
+                Ok(_) if !scopes.insert((s.text(), applies_to.join(","))) => p.bad(
                     format!("{at}.scopes[{j}]"),
-                    format!("scope {:?} belongs to more than one policy", s.text()),
+                    format!(
+                        "scope {:?} belongs to more than one policy for the same namespaces",
+                        s.text()
+                    ),
                 ),
                 Ok(_) => {}
             }
@@ -329,6 +375,35 @@ pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
                 "a policy with action: verify needs at least one verifier",
             ),
             _ => {}
+        }
+        for (j, ns) in pol.namespaces.iter().enumerate() {
+            if !crate::namespace::is_pattern(ns) {
+                p.bad(
+                    format!("{at}.namespaces[{j}]"),
+                    format!(
+                        "{ns:?} is not a namespace name or a glob of one (a-z, 0-9, \"-\", \"*\")"
+                    ),
+                );
+            }
+        }
+        if let Some(c) = &pol.credentials {
+            if pol.namespaces.is_empty() {
+                p.bad(
+                    format!("{at}.credentials"),
+                    "only a namespaced policy has its own credentials (cluster-wide ones belong in registries)",
+                );
+            }
+            match (c.username.is_empty(), &c.password_file, &c.docker_config) {
+                (false, Some(_), None) | (true, None, Some(_)) => {}
+                (false, None, _) => p.bad(
+                    format!("{at}.credentials.passwordFile"),
+                    "required when username is set",
+                ),
+                _ => p.bad(
+                    format!("{at}.credentials"),
+                    "give either username/passwordFile or dockerConfig",
+                ),
+            }
         }
         if pol.action == Action::Allow && !pol.attestations.is_empty() {
             p.bad(

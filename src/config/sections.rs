@@ -62,6 +62,9 @@ pub struct Limits {
     /// Time one Rego evaluation of an attestation may take; past it the attestation is
     /// denied (its input is the pusher's, so running out is a verdict, not an outage).
     pub rego_timeout: Dur,
+    /// Platform manifests of an index verified at most (`platforms: each`); a larger index
+    /// is not verified.
+    pub max_platforms: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +79,7 @@ impl Default for Limits {
             max_signatures: 16,
             max_attestation_bytes: 4 * 1024 * 1024,
             rego_timeout: Dur::ms(250),
+            max_platforms: 32,
         }
     }
 }
@@ -269,6 +273,7 @@ impl Limits {
                 ("maxSignatureBytes", self.max_signature_bytes),
                 ("maxSignatures", self.max_signatures),
                 ("maxAttestationBytes", self.max_attestation_bytes),
+                ("maxPlatforms", self.max_platforms),
             ],
         );
         p.positive("limits", &[("regoTimeout", self.rego_timeout)]);

@@ -130,6 +130,10 @@ pub(crate) struct Manifest {
 /// The clients of every registry a policy names.
 pub(crate) struct Registries {
     clients: HashMap<String, Arc<RegistryClient>>,
+    /// The clients of namespaced policies with their own credentials, by (policy, host):
+    /// separate connection pools and token caches, so a tenant's credentials and tokens
+    /// are never used for another tenant's keys.
+    tenants: HashMap<(String, String), Arc<RegistryClient>>,
 }
 
 /// Why the registry clients could not be built (bad credentials file, CA file…).
@@ -174,11 +178,49 @@ impl Registries {
                 clients.insert(host, Arc::new(client));
             }
         }
-        Ok(Registries { clients })
+        let mut tenants = HashMap::new();
+        for policy in &config.policies {
+            let Some(creds) = &policy.credentials else {
+                continue;
+            };
+            for scope in &policy.scopes {
+                let Ok(scope) = scope.scope() else {
+                    continue;
+                };
+                let host = scope.host().to_string();
+                let key = (policy.name.clone(), host.clone());
+                if tenants.contains_key(&key) {
+                    continue;
+                }
+                let mut rc = config
+                    .registries
+                    .iter()
+                    .find(|r| r.host.eq_ignore_ascii_case(&host))
+                    .cloned()
+                    .unwrap_or_else(|| RegistryConfig::defaults_for(&host));
+                rc.username = creds.username.clone();
+                rc.password_file = creds.password_file.clone();
+                rc.docker_config = creds.docker_config.clone();
+                let client =
+                    RegistryClient::new(&rc, limits.clone(), metrics.clone()).map_err(|e| {
+                        BuildError {
+                            host: e.host,
+                            why: format!("policy {:?} credentials: {}", policy.name, e.why),
+                        }
+                    })?;
+                tenants.insert(key, Arc::new(client));
+            }
+        }
+        Ok(Registries { clients, tenants })
     }
-    /// The client for `host`, if a policy names it.
-    pub(crate) fn get(&self, host: &str) -> Option<Arc<RegistryClient>> {
-        self.clients.get(host).cloned()
+
+    /// The client for `host` when `policy` governs the key: the policy's own (its
+    /// credentials) if it has one, else the registry's.
+    pub(crate) fn for_policy(&self, host: &str, policy: &str) -> Option<Arc<RegistryClient>> {
+        self.tenants
+            .get(&(policy.to_string(), host.to_string()))
+            .or_else(|| self.clients.get(host))
+            .cloned()
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod cosign;
 pub(crate) mod dsse;
 pub(crate) mod keyless;
 pub(crate) mod notation;
+pub(crate) mod platforms;
 pub(crate) mod signature_manifest;
 pub(crate) mod signatures;
 
@@ -29,8 +30,8 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::attest::{self, RequiredAttestation};
-use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey};
-use crate::config::{Action, CacheConfig, Config, FileRole, Verifier};
+use crate::cache::{CachedVerdict, Caches, Resolved, TagKey, VerdictKey, VerdictScope};
+use crate::config::{Action, CacheConfig, Config, FileRole, Platforms, Verifier};
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
 use crate::metrics::{Metrics, VerificationOutcome};
 use crate::policy::{Policy, PolicySet};
@@ -49,17 +50,29 @@ pub(crate) enum Decision<'p> {
     Verify { image: ImageRef, policy: &'p Policy },
 }
 
-/// Settles what can be settled without a registry.
+/// Settles what can be settled without a registry. The key may carry the admitted
+/// object's namespace (`[team-a]ghcr.io/acme/app:1`), which decides the policies that apply.
 pub(crate) fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
-    let image = match ImageRef::parse(key) {
-        Ok(i) => i,
-        Err(e) => {
-            let denial = Denial::new(VerdictCode::InvalidReference, e.to_string());
-            return Decision::Verdict(Report::failed(key, "", denial));
-        }
+    let invalid = |why: String| {
+        let denial = Denial::new(VerdictCode::InvalidReference, why);
+        Decision::Verdict(Report::failed(key, "", denial))
     };
-    let Some(policy) = policies.select(&image) else {
-        let reason = format!("no trust policy scope covers {}", image.name());
+    let key = match crate::namespace::split(key) {
+        Ok(k) => k,
+        Err(e) => return invalid(format!("namespace prefix: {e}")),
+    };
+    let image = match ImageRef::parse(key.reference) {
+        Ok(i) => i,
+        Err(e) => return invalid(e.to_string()),
+    };
+    let Some(policy) = policies.select(&image, key.namespace) else {
+        let reason = match key.namespace {
+            Some(ns) => format!(
+                "no trust policy scope covers {} in namespace {ns}",
+                image.name()
+            ),
+            None => format!("no cluster-wide trust policy scope covers {}", image.name()),
+        };
         let denial = Denial::new(VerdictCode::NoPolicy, reason);
         return Decision::Verdict(Report::failed(&image.to_string(), "", denial));
     };
@@ -124,6 +137,8 @@ pub(crate) struct VerifyEngine {
     /// Budget of one verification, retries included.
     budget: Duration,
     bounds: Bounds,
+    /// `limits.maxPlatforms`: platform manifests of an index verified at most.
+    max_platforms: usize,
     caches: Arc<Caches>,
     cache_config: CacheConfig,
     /// Fingerprint of the trust config (policies, registries, key and certificate bytes):
@@ -211,6 +226,7 @@ impl VerifyEngine {
                 max_attestation_bytes: config.limits.max_attestation_bytes,
                 attestations: false,
             },
+            max_platforms: config.limits.max_platforms,
             caches,
             cache_config: config.cache.clone(),
             generation: generation(config),
@@ -256,7 +272,14 @@ impl VerifyEngine {
         // A digest reference (what /v1/mutate pins every pod to) needs no resolution when
         // its verdict is known: answered without any registry request.
         if let Some(digest) = image.digest() {
-            let key = self.verdict_key(image, policy, digest);
+            let scope = if policy.platforms == Platforms::Index {
+                VerdictScope::Digest
+            } else {
+                // An index's verdict under `each` is kept apart from its own signature's;
+                // a platform manifest's key finds nothing there and resolves.
+                VerdictScope::Platforms
+            };
+            let key = self.verdict_key(image, policy, digest, scope);
             if let Some(v) = self.caches.known_verdict(&key).await {
                 let mut report = v.report();
                 report.reference = reference;
@@ -264,18 +287,26 @@ impl VerifyEngine {
             }
         }
         let budget = Instant::now() + self.budget;
-        let resolved = match self.resolve(image, budget).await {
+        let resolved = match self.resolve(image, policy, budget).await {
             Ok(r) => r,
             Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name)),
         };
         let subject = &resolved.descriptor;
-        let client = match self.client_for(image) {
+        let client = match self.client_for(image, policy) {
             Ok(c) => c,
             Err(o) => return not_cached(o),
         };
-        let key = self.verdict_key(image, policy, &subject.digest);
-        let verify = self.verify_digest(client.as_ref(), image, policy, subject, budget);
-        match self.caches.verdict(key, verify).await {
+        let by_platform =
+            policy.platforms != Platforms::Index && platforms::is_index(&subject.media_type);
+        let verdict = if by_platform {
+            let key = self.verdict_key(image, policy, &subject.digest, VerdictScope::Platforms);
+            let verify = self.verify_platforms(client.as_ref(), image, policy, subject, budget);
+            self.caches.verdict(key, Box::pin(verify)).await
+        } else {
+            self.digest_verdict(client.as_ref(), image, policy, subject, budget)
+                .await
+        };
+        match verdict {
             Ok(v) => {
                 let mut report = v.report();
                 report.reference = reference;
@@ -286,20 +317,155 @@ impl VerifyEngine {
         }
     }
 
-    fn verdict_key(&self, image: &ImageRef, policy: &Policy, digest: &str) -> VerdictKey {
+    fn verdict_key(
+        &self,
+        image: &ImageRef,
+        policy: &Policy,
+        digest: &str,
+        scope: VerdictScope,
+    ) -> VerdictKey {
         VerdictKey {
             generation: self.generation,
             policy: policy.name.clone(),
             name: image.name(),
             digest: digest.to_string(),
+            scope,
         }
     }
 
-    /// The client of the image's registry, unless that registry is backing off after a
+    /// The verdict on `subject`'s own signatures (and attestations), through the verdict
+    /// cache: once per (policy, digest) however many keys and indexes name it.
+    async fn digest_verdict(
+        &self,
+        client: &RegistryClient,
+        image: &ImageRef,
+        policy: &Policy,
+        subject: &Descriptor,
+        budget: Instant,
+    ) -> Result<CachedVerdict, Arc<Outcome>> {
+        let key = self.verdict_key(image, policy, &subject.digest, VerdictScope::Digest);
+        let verify = self.verify_digest(client, image, policy, subject, budget);
+        self.caches.verdict(key, verify).await
+    }
+
+    /// The verdict on an index under `platforms: each | index-or-each`: the index's own
+    /// signature first for `index-or-each`, then every platform manifest — fetched (bounded,
+    /// hash-checked, an image manifest) and verified on its own through the verdict cache,
+    /// so children shared with another index are verified once.
+    async fn verify_platforms(
+        &self,
+        client: &RegistryClient,
+        image: &ImageRef,
+        policy: &Policy,
+        index: &Descriptor,
+        budget: Instant,
+    ) -> Result<CachedVerdict, Outcome> {
+        let settle = |e: RegistryError| self.settle(image, policy, &index.digest, e);
+        let mut index_denial = None;
+        if policy.platforms == Platforms::IndexOrEach {
+            let v = self
+                .digest_verdict(client, image, policy, index, budget)
+                .await
+                .map_err(|o| (*o).clone())?;
+            let report = v.report();
+            if report.verified {
+                return Ok(v);
+            }
+            index_denial = Some(Denial::new(report.code, report.reason));
+        }
+        let repo = image.repository();
+        let manifest = match client.manifest(repo, &index.digest, budget).await {
+            Ok(m) => m,
+            Err(e) => return settle(e),
+        };
+        let now = SystemTime::now();
+        let children = match platforms::children(&manifest.bytes, self.max_platforms) {
+            Ok(c) => c,
+            Err(report) => {
+                let mut report = *report;
+                report.reference = image.to_string();
+                report.policy = policy.name.clone();
+                report.digest = index.digest.clone();
+                let ttl = ttl_for(false, None, now, &self.cache_config);
+                return Ok(CachedVerdict::new(report, ttl));
+            }
+        };
+        let verdicts = futures_util::future::join_all(children.iter().map(|child| async move {
+            // A child already verified (for this policy, in another index or by its own
+            // digest) costs nothing: not even its manifest is fetched again.
+            let known = self.verdict_key(
+                image,
+                policy,
+                &child.descriptor.digest,
+                VerdictScope::Digest,
+            );
+            if let Some(v) = self.caches.known_verdict(&known).await {
+                return Ok(v.report());
+            }
+            match client
+                .manifest(repo, &child.descriptor.digest, budget)
+                .await
+            {
+                Ok(m) if platforms::MANIFEST_TYPES.contains(&m.media_type.as_str()) => self
+                    .digest_verdict(client, image, policy, &child.descriptor, budget)
+                    .await
+                    .map(|v| v.report())
+                    .map_err(|o| (*o).clone()),
+                Ok(m) => Ok(Report::failed(
+                    "",
+                    &policy.name,
+                    Denial::new(
+                        VerdictCode::InvalidImage,
+                        format!(
+                            "{} is a {}, not a platform manifest",
+                            child.descriptor.digest, m.media_type
+                        ),
+                    ),
+                )),
+                Err(e) => match classify(e) {
+                    Failure::Verdict(denial) => Ok(Report::failed("", &policy.name, denial)),
+                    Failure::Other(outcome) => Err(outcome),
+                },
+            }
+        }))
+        .await;
+        let mut results = Vec::with_capacity(children.len());
+        for (child, verdict) in children.into_iter().zip(verdicts) {
+            results.push((child, verdict?));
+        }
+        let (reports, verdict) = platforms::combine(&results);
+        let mut report = match verdict {
+            Ok(()) => Report::allowed(image, &policy.name),
+            Err(denial) => {
+                let denial = match index_denial {
+                    Some(index) => Denial::new(
+                        index.code,
+                        format!(
+                            "neither the index nor every platform is verified: index: {}; {}",
+                            index.reason, denial.reason
+                        ),
+                    ),
+                    None => denial,
+                };
+                Report::failed(&image.to_string(), &policy.name, denial)
+            }
+        };
+        report.digest = index.digest.clone();
+        report.platforms = reports;
+        let ttl = ttl_for(report.verified, None, now, &self.cache_config);
+        Ok(CachedVerdict::new(report, ttl))
+    }
+
+    /// The client for the image's registry under `policy` (a namespaced policy's own, with
+    /// its credentials, when it has one), unless that registry is backing off after a
     /// transient failure.
-    fn client_for(&self, image: &ImageRef) -> Result<Arc<RegistryClient>, Outcome> {
+    fn client_for(
+        &self,
+        image: &ImageRef,
+        policy: &Policy,
+    ) -> Result<Arc<RegistryClient>, Outcome> {
         let host = image.registry();
-        let Some(client) = self.registries.get(host) else {
+        let Some(client) = self.registries.for_policy(host, &policy.name) else {
             // Scopes always name their host, so this is a wiring error, not an input error.
             return Err(Outcome::Transient(format!("no registry client for {host}")));
         };
@@ -319,10 +485,18 @@ impl VerifyEngine {
     pub(crate) async fn resolve(
         &self,
         image: &ImageRef,
+        policy: &Policy,
         budget: Instant,
     ) -> Result<Resolved, Resolution> {
-        let client = self.client_for(image).map_err(Resolution::Unavailable)?;
+        let client = self
+            .client_for(image, policy)
+            .map_err(Resolution::Unavailable)?;
         let key = TagKey {
+            credentials: if policy.has_credentials {
+                policy.name.clone()
+            } else {
+                String::new()
+            },
             registry: image.registry().to_string(),
             repository: image.repository().to_string(),
             reference: image
@@ -436,7 +610,7 @@ impl VerifyEngine {
         e: RegistryError,
     ) -> Result<CachedVerdict, Outcome> {
         if e.kind == ErrorKind::Transient
-            && let Some(client) = self.registries.get(image.registry())
+            && let Some(client) = self.registries.for_policy(image.registry(), &policy.name)
         {
             client.health().note_transient();
         }

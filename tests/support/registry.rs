@@ -496,6 +496,31 @@ impl Pusher {
         self.push_manifest_image(repo, tag, OCI_INDEX, index).await
     }
 
+    /// Pushes an OCI image index of `images` (already in `repo`) with the given platforms
+    /// (`os`, `architecture`) — any number, repeats allowed.
+    pub async fn push_index_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        images: &[(&Image, &str, &str)],
+    ) -> Image {
+        let manifests: Vec<_> = images
+            .iter()
+            .map(|(image, os, arch)| {
+                let mut entry = image.descriptor();
+                entry["platform"] = json!({"architecture": arch, "os": os});
+                entry
+            })
+            .collect();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests,
+        }))
+        .expect("index json");
+        self.push_manifest_image(repo, tag, OCI_INDEX, index).await
+    }
+
     /// Points `repo:tag` at `image` by PUTting its exact manifest bytes again (moves the tag
     /// if it pointed elsewhere).
     pub async fn tag(&self, repo: &str, tag: &str, image: &Image) {

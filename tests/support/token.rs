@@ -115,11 +115,21 @@ impl TokenKey {
     }
 }
 
+/// A further account of the token service: its password and the only repositories it may
+/// pull (tenants of a shared registry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+    pub repositories: Vec<String>,
+}
+
 /// What the server and its handle share. The mutexes are never held across an await.
 struct State {
     trusted: TokenKey,
     untrusted: TokenKey,
     issue: Mutex<Issue>,
+    accounts: Mutex<Vec<Account>>,
     log: Mutex<Vec<TokenRequest>>,
     next_id: AtomicU64,
 }
@@ -176,6 +186,7 @@ impl TokenService {
             trusted: TokenKey::generate("vouch test token service"),
             untrusted: TokenKey::generate("some other token service"),
             issue: Mutex::new(Issue::Trusted),
+            accounts: Mutex::default(),
             log: Mutex::default(),
             next_id: AtomicU64::new(0),
         });
@@ -191,6 +202,11 @@ impl TokenService {
     /// How the service answers from now on.
     pub fn set_issue(&self, issue: Issue) {
         *lock(&self.state.issue) = issue;
+    }
+
+    /// Adds accounts beside [`USER`]: each may pull only its own repositories.
+    pub fn add_accounts(&self, accounts: Vec<Account>) {
+        lock(&self.state.accounts).extend(accounts);
     }
 
     /// Every request seen so far, in order.
@@ -253,11 +269,18 @@ fn answer(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         .find(|(k, _)| k == "service")
         .map(|(_, v)| v.clone());
     let credentials = basic_credentials(request);
-    let authorized = credentials
-        .as_ref()
-        .is_some_and(|(u, p)| u == USER && p == PASSWORD);
+    // `None`: every repository ([`USER`]); `Some`: an account's own.
+    let allowed: Option<Option<Vec<String>>> = match &credentials {
+        Some((u, p)) if u == USER && p == PASSWORD => Some(None),
+        Some((u, p)) => lock(&state.accounts)
+            .iter()
+            .find(|a| &a.user == u && &a.password == p)
+            .map(|a| Some(a.repositories.clone())),
+        None => None,
+    };
+    let authorized = allowed.is_some();
     lock(&state.log).push(TokenRequest {
-        user: credentials.map(|(u, _)| u),
+        user: credentials.as_ref().map(|(u, _)| u.clone()),
         authorized,
         scopes: scopes.clone(),
         service,
@@ -275,7 +298,16 @@ fn answer(state: &State, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         Issue::Untrusted => &state.untrusted,
         Issue::Trusted | Issue::AccessTokenOnly => &state.trusted,
     };
-    let jwt = key.jwt(&state.claims(USER, grants(&scopes)));
+    let mut access = grants(&scopes);
+    if let Some(Some(repositories)) = &allowed {
+        access.retain(|g| {
+            g["name"]
+                .as_str()
+                .is_some_and(|n| repositories.iter().any(|r| r == n))
+        });
+    }
+    let subject = credentials.map_or(USER.to_string(), |(u, _)| u);
+    let jwt = key.jwt(&state.claims(&subject, access));
     let body = if issue == Issue::AccessTokenOnly {
         json!({"access_token": jwt, "expires_in": EXPIRES_IN})
     } else {
