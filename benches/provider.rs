@@ -501,6 +501,8 @@ async fn memory(config: &Path, n: usize) {
             signer: "key:acme-release".into(),
             detail: String::new(),
             issuer: String::new(),
+            timestamp: None,
+            revocation: Vec::new(),
         }];
         let v = CachedVerdict::new(report, Duration::from_secs(600));
         let _ = caches.verdict(key, async { Ok(v) }).await;
@@ -883,6 +885,133 @@ async fn cold_index_each(dir: &Path, client: &Client, n: usize) {
     );
 }
 
+/// Cold Notary Project verifications of an `openssl ca` chain (root → intermediate → leaf)
+/// with revocation by OCSP, by CRL, and without revocation, side by side. Each group of
+/// keys is verified by a fresh vouch: its first key pays the revocation fetches (cold
+/// revocation cache), the others find the answers cached (warm).
+async fn cold_notation_revocation(dir: &Path, client: &Client, n: usize) {
+    use support::layout::{Descriptor, NotarySigner, push_notation_signature, target_payload};
+    use support::openssl::{OpensslPki, RevocationServer, SigningLeaf};
+    let server = RevocationServer::start().await;
+    let pki = OpensslPki::new(Some(&server.crl_url("root")));
+    server.publish_crl("root", pki.root.dir.join("crl.der"));
+    server.publish_crl("intermediate", pki.intermediate.dir.join("crl.der"));
+    let (ocsp_cert, ocsp_key) = pki.ocsp_signer(&pki.intermediate);
+    server.publish_ocsp(
+        "intermediate",
+        pki.intermediate.dir.clone(),
+        ocsp_cert,
+        ocsp_key,
+    );
+    let inter = pki.intermediate_pem();
+    let registry = Registry::start();
+    let pusher = Pusher::new(&registry);
+    let host = registry.host.clone();
+    let groups = if n >= 50 { 5 } else { 2 };
+    let variants = [
+        ("none", None, None, ""),
+        (
+            "ocsp",
+            Some(server.ocsp_url("intermediate")),
+            None,
+            ", revocationHosts: [\"127.0.0.1\"]",
+        ),
+        (
+            "crl",
+            None,
+            Some(server.crl_url("intermediate")),
+            ", revocationHosts: [\"127.0.0.1\"]",
+        ),
+    ];
+    let mut cold_p50 = Vec::new();
+    for (name, ocsp, crl, hosts) in variants {
+        let (key, cert, _) = pki.leaf(&SigningLeaf {
+            cn: &format!("bench-{name}"),
+            ocsp,
+            crl,
+            validity: None,
+        });
+        let signer = NotarySigner::from_pem(&key, &cert).with_chain(&[&inter]);
+        let mut keys = Vec::new();
+        for i in 0..n {
+            let repo = format!("rev-{name}/r{i}");
+            let image = pusher.push_image(&repo, "v1").await;
+            let me = Descriptor::of_manifest(&image.media_type, &image.manifest);
+            let env = signer.sign_jws(&target_payload(&me), "2026-01-01T00:00:00Z", None);
+            push_notation_signature(&pusher, &repo, &me, &env).await;
+            keys.push(format!("{host}/{repo}:v1"));
+        }
+        let policy = format!(
+            "registries:\n- host: {host}\n  plainHttp: true\npolicies:\n- name: rev\n  scopes: [\"{host}/rev-{name}/*\"]\n  verifiers:\n  - notation: {{trustStore: [{}], trustedIdentities: [\"*\"]{hosts}}}\n",
+            pki.root.cert().display()
+        );
+        let fetches = || {
+            server.hits("/ocsp/intermediate")
+                + server.hits("/crl/intermediate")
+                + server.hits("/crl/root")
+        };
+        let (mut cold, mut warm, mut trips) = (Vec::new(), Vec::new(), 0.0);
+        let (mut cold_fetches, mut warm_fetches) = (0usize, 0usize);
+        for group in keys.chunks(n.div_ceil(groups)) {
+            let served = serve(&write_config(dir, "revocation.yaml", &policy)).await;
+            let mut conn = Conn::open(served.provider, client.clone())
+                .await
+                .expect("connect");
+            for (i, key) in group.iter().enumerate() {
+                registry.settle_log().await;
+                let (log_before, before) = (registry.access_log().len(), fetches());
+                let t = Instant::now();
+                let r = conn
+                    .post("/v1/verify", provider_request(&[key]))
+                    .await
+                    .expect("request");
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let verified = &r.json()["response"]["items"][0]["value"]["verified"];
+                assert_eq!(verified, true, "{}", r.text());
+                registry.settle_log().await;
+                let fetched = fetches() - before;
+                if i == 0 {
+                    cold.push(ms);
+                    cold_fetches += fetched;
+                    trips += registry.requests_since(log_before).len() as f64;
+                } else {
+                    warm.push(ms);
+                    warm_fetches += fetched;
+                }
+            }
+        }
+        let runs = cold.len() as f64;
+        cold.sort_by(f64::total_cmp);
+        warm.sort_by(f64::total_cmp);
+        let p50 = percentile(&cold, 0.5);
+        cold_p50.push((name, p50));
+        println!("bench: notation_revocation_{name}_cold_latency_p50 {p50:.3} ms");
+        println!(
+            "bench: notation_revocation_{name}_warm_cache_latency_p50 {:.3} ms",
+            percentile(&warm, 0.5)
+        );
+        println!(
+            "bench: notation_revocation_{name}_registry_round_trips {:.1} requests",
+            trips / runs
+        );
+        println!(
+            "bench: notation_revocation_{name}_fetches_cold {:.1} requests per image",
+            cold_fetches as f64 / runs
+        );
+        println!(
+            "bench: notation_revocation_{name}_fetches_warm {warm_fetches} requests for {} images",
+            warm.len()
+        );
+    }
+    let base = cold_p50[0].1;
+    for (name, p50) in &cold_p50[1..] {
+        println!(
+            "bench: notation_revocation_{name}_added_latency_cold {:.3} ms",
+            p50 - base
+        );
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -940,6 +1069,7 @@ fn main() {
         let n = if full { 50 } else { 5 };
         cold_cosign(dir.path(), &client, n).await;
         cold_notation(dir.path(), &client, n).await;
+        cold_notation_revocation(dir.path(), &client, n).await;
         cold_index_each(dir.path(), &client, n).await;
         cold_keyless(dir.path(), &client, n).await;
         cold_attested(dir.path(), &client, n).await;

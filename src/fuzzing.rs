@@ -205,6 +205,7 @@ pub fn notation_envelope(data: &[u8]) {
         &verifier,
         &target,
         std::time::SystemTime::now(),
+        &crate::revocation::Findings::new(),
     );
     assert_ne!(
         checked.failure, None::<VerdictCode>,

@@ -214,8 +214,47 @@ impl IgnoredAttestation {
     }
 }
 
+/// A revocation source, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationMethod {
+    Ocsp,
+    Crl,
+}
+
+impl RevocationMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevocationMethod::Ocsp => "ocsp",
+            RevocationMethod::Crl => "crl",
+        }
+    }
+}
+
+/// How a revocation fetch ended, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationFetch {
+    /// Fetched and valid.
+    Ok,
+    /// Unreachable, timed out, or answered with an HTTP error.
+    Unavailable,
+    /// Fetched but unusable: over its size cap, malformed, badly signed, stale.
+    Invalid,
+}
+
+impl RevocationFetch {
+    fn as_str(self) -> &'static str {
+        match self {
+            RevocationFetch::Ok => "ok",
+            RevocationFetch::Unavailable => "unavailable",
+            RevocationFetch::Invalid => "invalid",
+        }
+    }
+}
+
 /// All metric families of the process.
 pub struct Metrics {
+    revocation_fetches: IntCounterVec,
+    revocation_cache: IntCounterVec,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -345,6 +384,29 @@ impl Metrics {
             "HTTP requests to registries, by configured registry host and status class.",
             &["registry", "status"],
         );
+        let revocation_fetches = counter(
+            "vouch_revocation_fetches_total",
+            "OCSP and CRL fetches, by method and outcome (foreground and background refreshes).",
+            &["method", "outcome"],
+        );
+        let revocation_cache = counter(
+            "vouch_revocation_cache_total",
+            "Revocation lookups answered from a cached OCSP answer or CRL (hit) or needing a \
+             fetch (miss), by method.",
+            &["method", "result"],
+        );
+        for m in [RevocationMethod::Ocsp, RevocationMethod::Crl] {
+            for o in [
+                RevocationFetch::Ok,
+                RevocationFetch::Unavailable,
+                RevocationFetch::Invalid,
+            ] {
+                revocation_fetches.with_label_values(&[m.as_str(), o.as_str()]);
+            }
+            for r in ["hit", "miss"] {
+                revocation_cache.with_label_values(&[m.as_str(), r]);
+            }
+        }
         let config_reloads = counter(
             "vouch_config_reloads_total",
             "Config reloads, by result.",
@@ -386,6 +448,8 @@ impl Metrics {
             Box::new(signatures_skipped.clone()),
             Box::new(attestations_ignored.clone()),
             Box::new(registry_requests.clone()),
+            Box::new(revocation_fetches.clone()),
+            Box::new(revocation_cache.clone()),
             Box::new(redis_errors.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_ok.clone()),
@@ -401,6 +465,8 @@ impl Metrics {
             registry.register(c).expect("unique metric names");
         }
         Metrics {
+            revocation_fetches,
+            revocation_cache,
             registry,
             requests,
             duration,
@@ -468,6 +534,20 @@ impl Metrics {
         };
         self.registry_requests
             .with_label_values(&[registry, class])
+            .inc();
+    }
+
+    /// One OCSP or CRL fetch, by how it ended.
+    pub fn revocation_fetch(&self, method: RevocationMethod, outcome: RevocationFetch) {
+        self.revocation_fetches
+            .with_label_values(&[method.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    /// A revocation lookup: answered from the cache, or not.
+    pub fn revocation_lookup(&self, method: RevocationMethod, hit: bool) {
+        self.revocation_cache
+            .with_label_values(&[method.as_str(), if hit { "hit" } else { "miss" }])
             .inc();
     }
 

@@ -167,7 +167,7 @@ mod tests {
             Pin::Done(Outcome::Error(e)) => {
                 assert_eq!(
                     e.to_string(),
-                    "no-policy: no trust policy scope covers quay.io/x/y"
+                    "no-policy: no cluster-wide trust policy scope covers quay.io/x/y"
                 )
             }
             other => panic!("{other:?}"),

@@ -184,6 +184,11 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "limits.maxSignatures",
         "cache.verifiedTtl",
         "cache.failedTtl",
+        "revocation.timeout",
+        "revocation.maxCrlBytes",
+        "revocation.maxOcspBytes",
+        "revocation.refreshBefore",
+        "revocation.answerTtl",
     ];
     let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
         return Vec::new();

@@ -40,6 +40,8 @@ pub enum VerdictCode {
     /// A required attestation's Rego policy denied it (or could not decide: over its time
     /// budget, a runtime error); the reason quotes the first messages.
     AttestationDenied,
+    /// A certificate of the signing chain is revoked (OCSP or CRL).
+    Revoked,
 }
 
 /// Why something is not verified: the code and one human sentence.
@@ -99,6 +101,39 @@ pub struct SignatureReport {
     /// The OIDC issuer of a keyless signature's certificate; absent for other formats.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issuer: String,
+    /// The authentic signing time an RFC 3161 timestamp gave, where one was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<TimestampReport>,
+    /// What revocation checking found, one entry per certificate checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocation: Vec<RevocationReport>,
+}
+
+/// A verified RFC 3161 timestamp, as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimestampReport {
+    /// The timestamp authority's certificate subject.
+    pub tsa: String,
+    /// The time it vouches for (RFC 3339).
+    pub time: String,
+}
+
+/// The revocation status of one certificate of a signing chain, as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationReport {
+    /// The certificate's subject.
+    pub certificate: String,
+    /// `ocsp`, `crl`, or `none` (no revocation source named, or none reachable).
+    pub method: String,
+    /// `good`, `revoked`, `unknown`, `unavailable` or `not-revocable`.
+    pub status: String,
+    /// When the source was produced (RFC 3339; absent when nothing was read).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub this_update: String,
+    /// Until when the source is current (RFC 3339; absent when it states no bound).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next_update: String,
 }
 
 /// The verdict about one image reference.
@@ -206,6 +241,10 @@ pub struct Checked {
     /// For a passing signature: when what made it valid stops being valid (certificate
     /// expiry, signature expiry). Caps how long the verdict may be cached.
     pub valid_until: Option<std::time::SystemTime>,
+    /// A check this signature needed could not be made for a transient reason (a
+    /// revocation source unreachable while revocation is enforced): if no other signature
+    /// vouches for the image, the outcome is a transient failure, not a verdict.
+    pub transient: Option<String>,
 }
 
 impl Checked {
@@ -218,9 +257,12 @@ impl Checked {
                 signer,
                 detail: detail.into(),
                 issuer: String::new(),
+                timestamp: None,
+                revocation: Vec::new(),
             },
             failure: None,
             valid_until: None,
+            transient: None,
         }
     }
 
@@ -250,27 +292,31 @@ impl Checked {
                 signer: signer.to_string(),
                 detail: detail.into(),
                 issuer: String::new(),
+                timestamp: None,
+                revocation: Vec::new(),
             },
             failure: Some(code),
             valid_until: None,
+            transient: None,
         }
     }
 }
 
 /// The verdict of one verifier over every signature it checked: `Ok` if one vouches for the
-/// image, else the most telling failure — a trusted signature for another digest, then an
-/// expired one, then a malformed one, then an unattributable one; none at all → `unsigned`.
+/// image, else the most telling failure — a trusted signature whose certificate is revoked,
+/// one for another digest, then an expired one, then a malformed one, then an unattributable one; none at all → `unsigned`.
 pub fn signatures_verdict(format: SignatureFormat, checked: &[Checked]) -> Result<(), Denial> {
     let format = format.as_str();
     if checked.iter().any(|c| c.failure.is_none()) {
         return Ok(());
     }
     let rank = |code: VerdictCode| match code {
-        VerdictCode::DigestMismatch => 0,
-        VerdictCode::Expired => 1,
-        VerdictCode::InvalidSignature => 2,
-        VerdictCode::UntrustedSigner => 3,
-        _ => 4,
+        VerdictCode::Revoked => 0,
+        VerdictCode::DigestMismatch => 1,
+        VerdictCode::Expired => 2,
+        VerdictCode::InvalidSignature => 3,
+        VerdictCode::UntrustedSigner => 4,
+        _ => 5,
     };
     checked
         .iter()
@@ -326,6 +372,7 @@ mod tests {
             VerdictCode::InvalidReference,
             VerdictCode::NoPolicy,
             VerdictCode::InvalidImage,
+            VerdictCode::Revoked,
         ]
         .iter()
         .map(|c| {
@@ -348,7 +395,8 @@ mod tests {
                 "not-found",
                 "invalid-reference",
                 "no-policy",
-                "invalid-image"
+                "invalid-image",
+                "revoked"
             ]
         );
     }

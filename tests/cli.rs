@@ -115,7 +115,7 @@ fn verify_exit_codes_follow_the_contract() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(
-            "quay.io/x/y:1: NOT verified: no-policy: no trust policy scope covers quay.io/x/y"
+            "quay.io/x/y:1: NOT verified: no-policy: no cluster-wide trust policy scope covers quay.io/x/y"
         ),
         "{out}"
     );

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::verdict::{
-    AttestationReport, Denial, PlatformReport, Report, SignatureReport, VerdictCode,
+    AttestationReport, Denial, PlatformReport, Report, RevocationReport, SignatureReport,
+    TimestampReport, VerdictCode,
 };
 
 /// A cached verdict and how long it may be served. The report is kept as a few dozen bytes
@@ -89,6 +90,42 @@ struct CompactSignature {
     signer: String,
     detail: String,
     issuer: String,
+    timestamp: Option<TimestampReport>,
+    revocation: Vec<CompactRevocation>,
+}
+
+/// A revocation report with every field present (its JSON omits empty times).
+#[derive(Serialize, Deserialize)]
+struct CompactRevocation {
+    certificate: String,
+    method: String,
+    status: String,
+    this_update: String,
+    next_update: String,
+}
+
+impl From<RevocationReport> for CompactRevocation {
+    fn from(r: RevocationReport) -> CompactRevocation {
+        CompactRevocation {
+            certificate: r.certificate,
+            method: r.method,
+            status: r.status,
+            this_update: r.this_update,
+            next_update: r.next_update,
+        }
+    }
+}
+
+impl From<CompactRevocation> for RevocationReport {
+    fn from(r: CompactRevocation) -> RevocationReport {
+        RevocationReport {
+            certificate: r.certificate,
+            method: r.method,
+            status: r.status,
+            this_update: r.this_update,
+            next_update: r.next_update,
+        }
+    }
 }
 
 impl From<SignatureReport> for CompactSignature {
@@ -99,6 +136,8 @@ impl From<SignatureReport> for CompactSignature {
             signer: s.signer,
             detail: s.detail,
             issuer: s.issuer,
+            timestamp: s.timestamp,
+            revocation: s.revocation.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -111,6 +150,8 @@ impl From<CompactSignature> for SignatureReport {
             signer: s.signer,
             detail: s.detail,
             issuer: s.issuer,
+            timestamp: s.timestamp,
+            revocation: s.revocation.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -196,6 +237,8 @@ mod tests {
                 signer: "key:acme-release".into(),
                 detail: String::new(),
                 issuer: String::new(),
+                timestamp: None,
+                revocation: Vec::new(),
             }],
             code: VerdictCode::None,
             reason: String::new(),
@@ -220,6 +263,27 @@ mod tests {
                     signer: "CN=Acme, O=Acme, C=US".into(),
                     detail: "certificate expired at 2026-01-01T00:00:00Z".into(),
                     issuer: String::new(),
+                    timestamp: Some(TimestampReport {
+                        tsa: "CN=Acme TSA".into(),
+                        time: "2026-01-01T00:00:00Z".into(),
+                    }),
+                    // Empty times are omitted from JSON, never from the compact form.
+                    revocation: vec![
+                        RevocationReport {
+                            certificate: "CN=Acme".into(),
+                            method: "ocsp".into(),
+                            status: "unavailable".into(),
+                            this_update: String::new(),
+                            next_update: String::new(),
+                        },
+                        RevocationReport {
+                            certificate: "CN=Acme CA".into(),
+                            method: "crl".into(),
+                            status: "good".into(),
+                            this_update: "2026-01-01T00:00:00Z".into(),
+                            next_update: "2026-01-02T00:00:00Z".into(),
+                        },
+                    ],
                 },
                 SignatureReport {
                     format: "cosign".into(),
@@ -227,6 +291,8 @@ mod tests {
                     signer: String::new(),
                     detail: "signature does not match — ünïcode".into(),
                     issuer: String::new(),
+                    timestamp: None,
+                    revocation: Vec::new(),
                 },
                 SignatureReport {
                     format: "sigstore".into(),
@@ -236,6 +302,8 @@ mod tests {
                             .into(),
                     detail: "issuer does not match".into(),
                     issuer: "https://token.actions.githubusercontent.com".into(),
+                    timestamp: None,
+                    revocation: Vec::new(),
                 },
             ],
             code: VerdictCode::Expired,
@@ -280,7 +348,7 @@ mod tests {
         let json = serde_json::to_string(&report).expect("json");
         let cached = CachedVerdict::new(report, Duration::from_secs(1));
         assert!(
-            cached.encoded.len() <= 72,
+            cached.encoded.len() <= 76,
             "{} bytes (JSON: {})",
             cached.encoded.len(),
             json.len()

@@ -33,6 +33,7 @@ use crate::metrics::{CacheEvent, CacheKind, Metrics};
 use crate::protocol::Json;
 use crate::redis::Redis;
 use crate::registry::{Descriptor, RegistryError};
+use crate::revocation::RevocationStore;
 
 /// What a verdict is about: the trust config, the policy, the image and its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -162,6 +163,9 @@ pub struct Caches {
     /// generation) in this process run once. Values expire as soon as they are made; the
     /// front cache is what keeps them.
     key_flights: Cache<(u64, String), (Json, Duration)>,
+    /// OCSP answers and CRLs, made on first use (its size is the first engine's
+    /// `revocation.maxEntries`) and kept across reloads like the other caches.
+    revocation: std::sync::OnceLock<Arc<RevocationStore>>,
     metrics: Arc<Metrics>,
 }
 
@@ -211,8 +215,18 @@ impl Caches {
             tag_ttl: config.tag_ttl.get(),
             shared,
             key_flights,
+            revocation: std::sync::OnceLock::new(),
             metrics,
         })
+    }
+
+    /// The process's revocation source cache, sharing through the Redis tier if there is one.
+    pub(crate) fn revocation(&self, max_entries: u64) -> Arc<RevocationStore> {
+        self.revocation
+            .get_or_init(|| {
+                RevocationStore::new(max_entries, self.shared.as_ref().map(|s| s.redis.clone()))
+            })
+            .clone()
     }
 
     /// The rendered answer for `key` under `generation`, computed by `compute` once however

@@ -14,13 +14,14 @@ mod sections;
 pub use dur::Dur;
 pub use load::{ConfigError, Problem};
 pub use policies::{
-    Action, AttestationConfig, CosignVerifierConfig, KeylessFormat, KeylessVerifierConfig,
-    NotationVerifierConfig, Platforms, PolicyConfig, PolicyCredentials, RegistryConfig, Require,
-    Verifier, VerifierConfig,
+    Action, AttestationConfig, CheckAction, CosignVerifierConfig, KeylessFormat,
+    KeylessVerifierConfig, NotationLevel, NotationOverride, NotationVerifierConfig, Platforms,
+    PolicyConfig, PolicyCredentials, RegistryConfig, Require, Verifier, VerifierConfig,
+    VerifyTimestamp,
 };
 pub use sections::{
-    CacheConfig, ClaimStoreKind, ClaimsConfig, Limits, RedisConfig, RedisSettings, SentinelConfig,
-    ServerTuning, TlsConfig,
+    CacheConfig, ClaimStoreKind, ClaimsConfig, Limits, RedisConfig, RedisSettings,
+    RevocationConfig, SentinelConfig, ServerTuning, TlsConfig,
 };
 
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// The `/v1/claims` register (`claims`).
     pub claims: ClaimsConfig,
+    /// Revocation fetching and caching (`revocation`).
+    pub revocation: RevocationConfig,
     /// A config file without any policy denies every image (`no-policy`); it is refused
     /// unless this says it is meant (a botched or half-written file must not take every
     /// policy away at once).
@@ -96,6 +99,7 @@ impl Default for Config {
             registries: Vec::new(),
             policies: Vec::new(),
             claims: ClaimsConfig::default(),
+            revocation: RevocationConfig::default(),
             allow_no_policies: false,
         }
     }
@@ -201,6 +205,9 @@ impl Config {
                 if let Some(n) = &mut v.notation {
                     for (k, p) in n.trust_store.iter_mut().enumerate() {
                         f(format!("{at}.notation.trustStore[{k}]"), FileRole::Trust, p);
+                    }
+                    for (k, p) in n.tsa_store.iter_mut().enumerate() {
+                        f(format!("{at}.notation.tsaStore[{k}]"), FileRole::Trust, p);
                     }
                 }
                 if let Some(k) = &mut v.keyless

@@ -233,6 +233,82 @@ pub struct NotationVerifierConfig {
     /// Trusted subjects as RFC 4514 distinguished names, or `*`.
     #[serde(default)]
     pub trusted_identities: Vec<String>,
+    /// PEM certificates of the RFC 3161 timestamp authorities whose timestamps count
+    /// (notation's trust store of type `tsa`).
+    #[serde(default)]
+    pub tsa_store: Vec<PathBuf>,
+    /// Which checks are enforced, logged or skipped (notation's `level`).
+    #[serde(default)]
+    pub level: NotationLevel,
+    /// Per-check changes to the level's defaults.
+    #[serde(default)]
+    pub r#override: NotationOverride,
+    /// When a signature's timestamp must be verified.
+    #[serde(default)]
+    pub verify_timestamp: VerifyTimestamp,
+    /// The only hosts OCSP responders and CRL distribution points may be fetched from
+    /// (host names, any port); empty: revocation is not checked.
+    #[serde(default)]
+    pub revocation_hosts: Vec<String>,
+}
+
+/// A Notary Project verification level (notation's trust policy `level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotationLevel {
+    /// Every check enforced.
+    #[default]
+    Strict,
+    /// Integrity and authenticity enforced; expiry, revocation and the timestamp logged.
+    Permissive,
+    /// Integrity enforced; the rest logged.
+    Audit,
+    /// Nothing checked: any image the policy covers passes this verifier, signed or not.
+    Skip,
+}
+
+/// What happens when one check fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckAction {
+    /// The signature fails.
+    Enforce,
+    /// The failure is reported beside a passing signature.
+    Log,
+    /// The check is not made.
+    Skip,
+}
+
+/// Per-check overrides (`override: {revocation: log}`); integrity cannot be overridden.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotationOverride {
+    /// The chain leads to the trust store and the signer is a trusted identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticity: Option<CheckAction>,
+    /// Certificates valid at the (authentic) signing time, signature not expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<CheckAction>,
+    /// No certificate of the chain revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<CheckAction>,
+    /// A timestamp, where one is needed, is authentic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentic_timestamp: Option<CheckAction>,
+    /// Not overridable; present so that the attempt gets a clear error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<CheckAction>,
+}
+
+/// When a Notary Project timestamp is verified (notation's `verifyTimestamp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VerifyTimestamp {
+    /// Whenever the signature carries one.
+    Always,
+    /// Only once the signing certificate has expired (until then, verification time).
+    #[default]
+    AfterCertExpiry,
 }
 
 /// A Sigstore keyless verifier (SPEC §4 `keyless`): Fulcio identities, proven by a log
@@ -458,6 +534,27 @@ pub(super) fn check_policies(policies: &[PolicyConfig], p: &mut Problems) {
                             format!("{vat}.notation.trustedIdentities"),
                             "at least one identity (or \"*\") is required",
                         );
+                    }
+                    if n.r#override.integrity.is_some() {
+                        p.bad(
+                            format!("{vat}.notation.override.integrity"),
+                            "integrity is always enforced and cannot be overridden",
+                        );
+                    }
+                    if n.level == NotationLevel::Skip && n.r#override != NotationOverride::default()
+                    {
+                        p.bad(
+                            format!("{vat}.notation.override"),
+                            "level skip checks nothing; overrides need another level",
+                        );
+                    }
+                    for (k, h) in n.revocation_hosts.iter().enumerate() {
+                        if h.is_empty() || h.contains(['/', ':', '@', ' ']) {
+                            p.bad(
+                                format!("{vat}.notation.revocationHosts[{k}]"),
+                                "a host name (no scheme, port or path)",
+                            );
+                        }
                     }
                 }
                 _ => {}

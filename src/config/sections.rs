@@ -118,6 +118,40 @@ impl Default for ServerTuning {
     }
 }
 
+/// Fetching and caching of revocation sources (`revocation`): OCSP answers and CRLs of
+/// Notary Project signing chains. Which hosts may be contacted is each verifier's
+/// `revocationHosts`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RevocationConfig {
+    /// Budget of one OCSP or CRL fetch (it also counts against the verification budget).
+    pub timeout: Dur,
+    /// Largest CRL read; a larger one is refused (CRLs of big CAs run to tens of MiB).
+    pub max_crl_bytes: usize,
+    /// Largest OCSP answer read.
+    pub max_ocsp_bytes: usize,
+    /// OCSP answers and CRLs kept in memory at most.
+    pub max_entries: u64,
+    /// A cached source this close to its `nextUpdate` is fetched again in the background,
+    /// so admissions do not wait for the refresh.
+    pub refresh_before: Dur,
+    /// How long a source that states no `nextUpdate` is reused.
+    pub answer_ttl: Dur,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            timeout: Dur::ms(1500),
+            max_crl_bytes: 32 * 1024 * 1024,
+            max_ocsp_bytes: 64 * 1024,
+            max_entries: 10_000,
+            refresh_before: Dur::secs(300),
+            answer_ttl: Dur::secs(3600),
+        }
+    }
+}
+
 /// Cache sizes and lifetimes (`cache`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]

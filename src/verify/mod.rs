@@ -39,6 +39,7 @@ use crate::reference::ImageRef;
 use crate::registry::{
     Descriptor, ErrorKind, Registries, RegistryClient, RegistryError, SignatureSource,
 };
+use crate::revocation::Revocation;
 use signatures::{Bounds, Discovery, LoadedVerifier};
 
 /// What [`decide`] concluded without any I/O.
@@ -125,6 +126,8 @@ pub(crate) enum EngineError {
     },
     #[error(transparent)]
     Registry(#[from] crate::registry::BuildError),
+    #[error("{0}")]
+    Revocation(String),
 }
 
 /// Verifies image references against the configured trust policies.
@@ -145,6 +148,8 @@ pub(crate) struct VerifyEngine {
     /// part of every verdict key, so verdicts never outlive the config that made them, and
     /// replicas with the same config share verdicts through Redis.
     generation: u64,
+    /// OCSP and CRL fetching for Notary Project chains (only hosts verifiers allow).
+    revocation: Revocation,
     metrics: Arc<Metrics>,
 }
 
@@ -214,7 +219,14 @@ impl VerifyEngine {
                 })?;
             required.insert(p.name.clone(), Arc::new(attestations));
         }
+        let revocation = Revocation::new(
+            &config.revocation,
+            caches.revocation(config.revocation.max_entries),
+            metrics.clone(),
+        )
+        .map_err(EngineError::Revocation)?;
         Ok(VerifyEngine {
+            revocation,
             policies: PolicySet::new(&config.policies),
             verifiers,
             required,
@@ -564,7 +576,29 @@ impl VerifyEngine {
             media_type: subject.media_type.clone(),
             size: subject.size,
         };
-        let judged = signatures::judge(verifiers, policy.require, &candidates, &target, now);
+        let queries = signatures::revocation_queries(verifiers, &candidates, &target, now);
+        let findings = if queries.is_empty() {
+            Default::default()
+        } else {
+            self.revocation.resolve(queries, budget).await
+        };
+        let judged = signatures::judge(
+            verifiers,
+            policy.require,
+            &candidates,
+            &target,
+            now,
+            &findings,
+        );
+        if judged.verdict.is_err()
+            && let Some(why) = judged.checked.iter().find_map(|c| c.transient.clone())
+        {
+            // A signature that may verify once its revocation source answers: no verdict.
+            self.metrics.verification(VerificationOutcome::Transient);
+            return Err(Outcome::Transient(format!(
+                "{image}: {why} (revocation is enforced)"
+            )));
+        }
         let valid_until = judged.valid_until();
         let mut report = match judged.verdict {
             Ok(()) => Report::allowed(image, &policy.name),

@@ -8,18 +8,31 @@
 //! trust policy:
 //!
 //! 1. **Integrity**: the envelope parses, its protected headers are understood (`cty`,
-//!    `io.cncf.notary.signingScheme` = `notary.x509`, every `crit` entry known), and the
-//!    signature verifies with the leaf's key → else `invalid-signature`.
-//! 2. **Authenticity**: the chain leads to a certificate of the policy's trust store (or the
-//!    leaf *is* one), the leaf is a code-signing certificate, and its subject is a trusted
-//!    identity → else `untrusted-signer`.
-//! 3. **Expiry**: the chain was valid at the signing time and `io.cncf.notary.expiry`, if
-//!    present, has not passed → else `expired`.
-//! 4. **Target**: the payload's `targetArtifact` digest, size and media type are the
-//!    image's → else `digest-mismatch`.
+//!    `io.cncf.notary.signingScheme` = `notary.x509`, every `crit` entry known), the
+//!    signature verifies with the leaf's key, and the payload's `targetArtifact` is the
+//!    image (digest, size, media type) → else `invalid-signature` / `digest-mismatch`.
+//!    Always enforced.
+//! 2. **Authentic timestamp**: an RFC 3161 countersignature over the signature value (JWS:
+//!    the unprotected header `io.cncf.notary.timestampSignature`; COSE: the unprotected
+//!    header of the same name) from a TSA of the verifier's `tsaStore` gives the signing
+//!    time, when `verifyTimestamp` asks for it (`always`, or `afterCertExpiry` once a
+//!    certificate of the chain has expired). Without one, certificates are checked at the
+//!    verification time: the envelope's `signingTime` is the signer's claim and is never
+//!    used. A token over other bytes → `invalid-signature`; an untrusted TSA →
+//!    `untrusted-signer`.
+//! 3. **Authenticity**: a path from the leaf (codeSigning) through the envelope's
+//!    intermediates (any extended key usage, or none) to the trust store, and the leaf's
+//!    subject is a trusted identity → else `untrusted-signer`.
+//! 4. **Expiry**: the path is valid at that time, and `io.cncf.notary.expiry`, if present,
+//!    has not passed → else `expired`.
+//! 5. **Revocation**: each certificate of the path but the anchor is not revoked, by OCSP or
+//!    CRL from the hosts of `revocationHosts` (fetched by the engine beforehand:
+//!    [`revocation_queries`] plans, [`crate::revocation`] fetches) → else `revoked`; a status
+//!    nobody can give is `untrusted-signer`, an unreachable source a transient failure.
 //!
-//! Revocation (OCSP/CRL) and RFC 3161 timestamps are not checked; a verified signature's
-//! report says so in its `detail`.
+//! The verifier's `level` (and `override`) decides which of checks 2–5 are enforced,
+//! logged (reported in `detail` beside a passing signature) or skipped, as notation's trust
+//! policy does.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -27,13 +40,19 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Checked, SignatureFormat, VerdictCode};
-use crate::config::NotationVerifierConfig;
+use crate::config::{
+    CheckAction, NotationLevel, NotationOverride, NotationVerifierConfig, VerifyTimestamp,
+};
+use crate::metrics::RevocationMethod;
+use crate::pkix::{self, PathError, Role, rfc3161};
+use crate::revocation::{Finding, Findings, Query, Status as RevocationStatus};
+use crate::verdict::{RevocationReport, TimestampReport};
 
 pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
 pub(crate) const JWS: &str = "application/jose+json";
@@ -44,8 +63,7 @@ const SIGNING_TIME: &str = "io.cncf.notary.signingTime";
 const EXPIRY: &str = "io.cncf.notary.expiry";
 /// `crit` entries this verifier understands.
 const KNOWN_CRITICAL: &[&str] = &[SCHEME, EXPIRY];
-const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
-const NOT_CHECKED: &str = "revocation and RFC 3161 timestamps not checked";
+const TIMESTAMP: &str = "io.cncf.notary.timestampSignature";
 
 /// What a signature must be about: the image's descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +80,16 @@ enum Identity {
     Subject(BTreeSet<(String, String)>),
 }
 
-/// A `notation` verifier with its trust store loaded.
+/// A `notation` verifier with its trust stores loaded.
 #[derive(Debug, Clone)]
 pub(crate) struct NotationVerifier {
     trust_store: Vec<CertificateDer<'static>>,
     identities: Vec<Identity>,
+    tsa_store: Vec<CertificateDer<'static>>,
+    /// `None`: level `skip`.
+    actions: Option<Actions>,
+    verify_timestamp: VerifyTimestamp,
+    revocation_hosts: std::sync::Arc<[String]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,36 +109,28 @@ impl NotationVerifier {
     /// A verifier that trusts nothing (tests of discovery and combining).
     #[cfg(test)]
     pub(crate) fn empty() -> NotationVerifier {
-        NotationVerifier {
-            trust_store: Vec::new(),
-            identities: Vec::new(),
-        }
+        NotationVerifier::trusting(Vec::new())
     }
 
     pub(crate) fn load(config: &NotationVerifierConfig) -> Result<NotationVerifier, TrustError> {
-        let mut trust_store = Vec::new();
-        for path in &config.trust_store {
-            let pem = std::fs::read(path).map_err(|source| TrustError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .collect();
-            if certs.is_empty() {
-                return Err(TrustError::NoCertificate(path.display().to_string()));
-            }
-            trust_store.extend(certs);
-        }
         let identities = config
             .trusted_identities
             .iter()
             .map(|s| parse_identity(s).ok_or_else(|| TrustError::Identity(s.clone())))
             .collect::<Result<_, _>>()?;
         Ok(NotationVerifier {
-            trust_store,
+            trust_store: read_certificates(&config.trust_store)?,
             identities,
+            tsa_store: read_certificates(&config.tsa_store)?,
+            actions: Actions::of(config.level, &config.r#override),
+            verify_timestamp: config.verify_timestamp,
+            revocation_hosts: config.revocation_hosts.clone().into(),
         })
+    }
+
+    /// Whether this verifier checks nothing (level `skip`).
+    pub(crate) fn skips(&self) -> bool {
+        self.actions.is_none()
     }
 
     /// A verifier trusting exactly these certificates, any identity (tests and fixtures).
@@ -123,8 +138,33 @@ impl NotationVerifier {
         NotationVerifier {
             trust_store: certs,
             identities: vec![Identity::Any],
+            tsa_store: Vec::new(),
+            actions: Actions::of(NotationLevel::Strict, &NotationOverride::default()),
+            verify_timestamp: VerifyTimestamp::AfterCertExpiry,
+            revocation_hosts: Vec::new().into(),
         }
     }
+}
+
+/// Every PEM certificate of `paths`; a file without one is an error.
+fn read_certificates(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(TrustError::NoCertificate(path.display().to_string()));
+        }
+        out.extend(certs);
+    }
+    Ok(out)
 }
 
 fn parse_identity(s: &str) -> Option<Identity> {
@@ -249,8 +289,12 @@ struct Envelope {
     signature: Vec<u8>,
     payload: Vec<u8>,
     chain: Vec<Vec<u8>>,
+    /// Parsed and required, but never used as a time: the signer asserts it.
+    #[allow(dead_code)]
     signing_time: SystemTime,
     expiry: Option<SystemTime>,
+    /// The RFC 3161 countersignature (DER), if any.
+    timestamp: Option<Vec<u8>>,
 }
 
 /// Why an envelope is malformed; becomes an `invalid-signature` detail.
@@ -294,6 +338,8 @@ fn parse_jws(bytes: &[u8]) -> Result<Envelope, Malformed> {
     struct JwsHeader {
         #[serde(default)]
         x5c: Vec<String>,
+        #[serde(default, rename = "io.cncf.notary.timestampSignature")]
+        timestamp: Option<String>,
     }
     #[derive(Deserialize)]
     struct Protected {
@@ -341,7 +387,18 @@ fn parse_jws(bytes: &[u8]) -> Result<Envelope, Malformed> {
                 .map_err(|_| "x5c entry is not base64".to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let timestamp = jws
+        .header
+        .timestamp
+        .as_deref()
+        .map(|t| {
+            STANDARD
+                .decode(t)
+                .map_err(|_| format!("{TIMESTAMP} is not base64"))
+        })
+        .transpose()?;
     Ok(Envelope {
+        timestamp,
         alg,
         signing_input: format!("{}.{}", jws.protected, jws.payload).into_bytes(),
         signature: b64url("signature", &jws.signature)?,
@@ -422,7 +479,21 @@ fn parse_cose(bytes: &[u8]) -> Result<Envelope, Malformed> {
         .payload
         .clone()
         .ok_or_else(|| "COSE payload is detached".to_string())?;
+    let timestamp = sign1
+        .unprotected
+        .rest
+        .iter()
+        .find_map(|(l, v)| match l {
+            Label::Text(t) if t == TIMESTAMP => Some(v.clone()),
+            _ => None,
+        })
+        .map(|v| {
+            v.into_bytes()
+                .map_err(|_| format!("{TIMESTAMP} is not a byte string"))
+        })
+        .transpose()?;
     Ok(Envelope {
+        timestamp,
         alg,
         // Sig_structure over the original protected bytes (coset keeps them).
         signing_input: sign1.tbs_data(b""),
@@ -452,175 +523,400 @@ fn fail(signer: &str, code: VerdictCode, detail: impl Into<String>) -> Checked {
     Checked::failed(SignatureFormat::Notation, signer, code, detail)
 }
 
-/// Checks one envelope for `target` against `verifier`, at time `now`.
+/// What one check does when it fails, under the verifier's level and overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Actions {
+    authenticity: CheckAction,
+    authentic_timestamp: CheckAction,
+    expiry: CheckAction,
+    revocation: CheckAction,
+}
+
+impl Actions {
+    /// notation's table of levels: integrity is always enforced; `strict` enforces the
+    /// rest, `permissive` enforces authenticity and logs the rest, `audit` logs all four.
+    /// `None` for `skip`: nothing is checked.
+    fn of(level: NotationLevel, o: &NotationOverride) -> Option<Actions> {
+        use CheckAction::{Enforce, Log};
+        let base = match level {
+            NotationLevel::Strict => [Enforce, Enforce, Enforce, Enforce],
+            NotationLevel::Permissive => [Enforce, Log, Log, Log],
+            NotationLevel::Audit => [Log, Log, Log, Log],
+            NotationLevel::Skip => return None,
+        };
+        Some(Actions {
+            authenticity: o.authenticity.unwrap_or(base[0]),
+            authentic_timestamp: o.authentic_timestamp.unwrap_or(base[1]),
+            expiry: o.expiry.unwrap_or(base[2]),
+            revocation: o.revocation.unwrap_or(base[3]),
+        })
+    }
+}
+
+/// The checks one envelope went through: failures of logged checks are collected, and the
+/// first enforced failure ends the evaluation.
+struct Run<'a> {
+    signer: String,
+    logged: Vec<String>,
+    timestamp: Option<TimestampReport>,
+    revocation: Vec<RevocationReport>,
+    queries: Vec<Query>,
+    findings: Option<&'a Findings>,
+}
+
+impl Run<'_> {
+    /// A failed check: `Err` (the signature fails) when enforced, noted when logged.
+    fn failed(
+        &mut self,
+        action: CheckAction,
+        code: VerdictCode,
+        why: impl Into<String>,
+    ) -> Result<(), Box<Checked>> {
+        let why = why.into();
+        match action {
+            CheckAction::Enforce => Err(Box::new(self.finish(fail(&self.signer, code, why)))),
+            CheckAction::Log => {
+                self.logged.push(why);
+                Ok(())
+            }
+            CheckAction::Skip => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, mut c: Checked) -> Checked {
+        c.report.timestamp = self.timestamp.take();
+        c.report.revocation = std::mem::take(&mut self.revocation);
+        c
+    }
+}
+
+fn rfc3339_of(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Checks one envelope for `target` against `verifier`, at time `now`, with the revocation
+/// `findings` the engine fetched for the queries [`revocation_queries`] planned.
 pub(crate) fn check(
     media_type: &str,
     envelope: &[u8],
     verifier: &NotationVerifier,
     target: &Target,
     now: SystemTime,
+    findings: &Findings,
 ) -> Checked {
+    evaluate(media_type, envelope, verifier, target, now, Some(findings)).0
+}
+
+/// The certificates whose revocation status [`check`] will need: every certificate of a
+/// trusted path but the anchor, paired with its issuer. Pure: the engine fetches them.
+pub(crate) fn revocation_queries(
+    media_type: &str,
+    envelope: &[u8],
+    verifier: &NotationVerifier,
+    target: &Target,
+    now: SystemTime,
+) -> Vec<Query> {
+    evaluate(media_type, envelope, verifier, target, now, None).1
+}
+
+fn evaluate(
+    media_type: &str,
+    envelope: &[u8],
+    verifier: &NotationVerifier,
+    target: &Target,
+    now: SystemTime,
+    findings: Option<&Findings>,
+) -> (Checked, Vec<Query>) {
+    let mut run = Run {
+        signer: String::new(),
+        logged: Vec::new(),
+        timestamp: None,
+        revocation: Vec::new(),
+        queries: Vec::new(),
+        findings,
+    };
+    let checked = match checks(&mut run, media_type, envelope, verifier, target, now) {
+        Ok(c) => c,
+        Err(c) => *c,
+    };
+    (checked, run.queries)
+}
+
+/// Integrity, authenticity, authentic timestamp, expiry, revocation: notation's order.
+fn checks(
+    run: &mut Run<'_>,
+    media_type: &str,
+    envelope: &[u8],
+    verifier: &NotationVerifier,
+    target: &Target,
+    now: SystemTime,
+) -> Result<Checked, Box<Checked>> {
+    let Some(actions) = verifier.actions else {
+        return Ok(Checked::passed(
+            SignatureFormat::Notation,
+            String::new(),
+            "verification level skip: not checked",
+        ));
+    };
     let parsed = match media_type {
         JWS => parse_jws(envelope),
         COSE => parse_cose(envelope),
         other => Err(format!("envelope media type {other:?} is not supported")),
     };
-    let env = match parsed {
-        Ok(e) => e,
-        Err(why) => return fail("", VerdictCode::InvalidSignature, why),
-    };
-    let Some(leaf_der) = env.chain.first() else {
-        return fail(
+    let env = parsed.map_err(|why| fail("", VerdictCode::InvalidSignature, why))?;
+    let leaf_der = env.chain.first().ok_or_else(|| {
+        fail(
             "",
             VerdictCode::InvalidSignature,
             "envelope carries no certificate",
-        );
-    };
-    let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
-        return fail(
+        )
+    })?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| {
+        fail(
             "",
             VerdictCode::InvalidSignature,
             "signing certificate does not parse",
-        );
-    };
-    let signer = leaf.subject().to_string();
+        )
+    })?;
+    run.signer = leaf.subject().to_string();
 
-    // 1. Integrity.
+    // 1. Integrity (always enforced), and the payload is about this image.
     let key = &leaf.public_key().subject_public_key.data;
     if UnparsedPublicKey::new(env.alg.verification(), key)
         .verify(&env.signing_input, &env.signature)
         .is_err()
     {
-        return fail(
-            &signer,
+        return Err(fail(
+            &run.signer,
             VerdictCode::InvalidSignature,
             "signature does not verify with the signing certificate's key",
-        );
+        )
+        .into());
+    }
+    let payload: Payload = serde_json::from_slice(&env.payload).map_err(|e| {
+        fail(
+            &run.signer,
+            VerdictCode::InvalidSignature,
+            format!("payload: {e}"),
+        )
+    })?;
+    let t = payload.target;
+    if t.digest != target.digest || t.size != target.size || t.media_type != target.media_type {
+        return Err(fail(
+            &run.signer,
+            VerdictCode::DigestMismatch,
+            format!(
+                "signature is for {} ({}, {} bytes), not {} ({}, {} bytes)",
+                t.digest, t.media_type, t.size, target.digest, target.media_type, target.size
+            ),
+        )
+        .into());
     }
 
-    // 2. Authenticity.
-    if let Err(why) = trusted_chain(verifier, &env, leaf_der) {
-        return fail(&signer, VerdictCode::UntrustedSigner, why);
+    // 2. The time certificates must be valid at: the verification time, unless an
+    // authentic timestamp gives the signing time (never the signer-asserted signingTime).
+    let chain_expired = env.chain.iter().any(|c| {
+        X509Certificate::from_der(c).is_ok_and(|(_, c)| {
+            let v = c.validity();
+            pkix::system_time(v.not_after.timestamp()) < now
+                || pkix::system_time(v.not_before.timestamp()) > now
+        })
+    });
+    let wants_timestamp = match verifier.verify_timestamp {
+        VerifyTimestamp::Always => true,
+        VerifyTimestamp::AfterCertExpiry => chain_expired,
+    };
+    let mut at = (now, now);
+    let mut authentic_time = false;
+    if wants_timestamp
+        && actions.authentic_timestamp != CheckAction::Skip
+        && let Some(token) = &env.timestamp
+    {
+        let verified = if verifier.tsa_store.is_empty() {
+            Err(rfc3161::TimestampError::Untrusted(
+                "the verifier has no tsaStore".into(),
+            ))
+        } else {
+            rfc3161::verify(token, &env.signature, &verifier.tsa_store)
+        };
+        match verified {
+            Ok(ts) => {
+                at = ts.range();
+                authentic_time = true;
+                run.timestamp = Some(TimestampReport {
+                    tsa: ts.tsa.clone(),
+                    time: rfc3339_of(ts.time),
+                });
+            }
+            Err(e) => {
+                let code = match e {
+                    rfc3161::TimestampError::Untrusted(_) => VerdictCode::UntrustedSigner,
+                    _ => VerdictCode::InvalidSignature,
+                };
+                run.failed(actions.authentic_timestamp, code, e.to_string())?;
+            }
+        }
     }
-    if !is_code_signing(&leaf) {
-        return fail(
-            &signer,
-            VerdictCode::UntrustedSigner,
-            "signing certificate lacks digitalSignature key usage or codeSigning extended key usage",
-        );
-    }
+
+    // 3. Authenticity and expiry: a path to the trust store, valid at that time.
+    let intermediates = &env.chain[1..];
+    let path_at = |t: SystemTime| {
+        pkix::build_path(
+            leaf_der,
+            intermediates,
+            &verifier.trust_store,
+            t,
+            Role::CodeSigning,
+        )
+    };
+    let (mut path, expiry_problem) = match path_at(at.0).and_then(|p| path_at(at.1).map(|_| p)) {
+        Ok(p) => (Some(p), None),
+        Err(PathError::NotValidAt(when)) => {
+            let why = if authentic_time {
+                format!("a certificate of the chain was not valid at the timestamp's time {when}")
+            } else if env.timestamp.is_some() {
+                format!(
+                    "a certificate of the chain is not valid at the verification time {when}, and the signature's timestamp was not verified"
+                )
+            } else {
+                format!(
+                    "a certificate of the chain is not valid at the verification time {when} and no authentic timestamp says when it signed"
+                )
+            };
+            // Authenticity comes first: judged at a moment the leaf itself was valid.
+            let v = leaf.validity();
+            let mid = (v.not_before.timestamp() + v.not_after.timestamp()) / 2;
+            match path_at(pkix::system_time(mid)) {
+                Ok(p) => (Some(p), Some(why)),
+                // No moment when the whole chain was valid: an expiry matter still.
+                Err(PathError::NotValidAt(_)) => (None, Some(why)),
+                Err(e) => {
+                    run.failed(
+                        actions.authenticity,
+                        VerdictCode::UntrustedSigner,
+                        e.to_string(),
+                    )?;
+                    (None, Some(why))
+                }
+            }
+        }
+        Err(e) => {
+            run.failed(
+                actions.authenticity,
+                VerdictCode::UntrustedSigner,
+                e.to_string(),
+            )?;
+            (None, None)
+        }
+    };
     let subject = subject_set(&leaf);
     let identity_ok = verifier.identities.iter().any(|i| match i {
         Identity::Any => true,
         Identity::Subject(s) => *s == subject,
     });
     if !identity_ok {
-        return fail(
-            &signer,
-            VerdictCode::UntrustedSigner,
-            format!("signer {signer} is not a trusted identity"),
-        );
+        let why = format!("signer {} is not a trusted identity", run.signer);
+        run.failed(actions.authenticity, VerdictCode::UntrustedSigner, why)?;
+        path = None;
     }
-
-    // 3. Expiry.
-    let validity = leaf.validity();
-    let at = |t: x509_parser::time::ASN1Time| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
-    };
-    if env.signing_time < at(validity.not_before) || env.signing_time > at(validity.not_after) {
-        return fail(
-            &signer,
-            VerdictCode::Expired,
-            "signing certificate was not valid at the signing time",
-        );
+    if let Some(why) = expiry_problem {
+        run.failed(actions.expiry, VerdictCode::Expired, why)?;
     }
     if env.expiry.is_some_and(|e| e <= now) {
-        return fail(&signer, VerdictCode::Expired, "signature has expired");
+        run.failed(
+            actions.expiry,
+            VerdictCode::Expired,
+            "signature has expired",
+        )?;
     }
 
-    // 4. Target.
-    let payload: Payload = match serde_json::from_slice(&env.payload) {
-        Ok(p) => p,
-        Err(e) => {
-            return fail(
-                &signer,
-                VerdictCode::InvalidSignature,
-                format!("payload: {e}"),
-            );
+    // 4. Revocation of every certificate of the path but the anchor.
+    let mut valid_until = env.expiry;
+    if !authentic_time && let Some(p) = &path {
+        for c in &p.certs {
+            if let Ok((_, c)) = X509Certificate::from_der(c) {
+                let end = pkix::system_time(c.validity().not_after.timestamp());
+                valid_until = Some(valid_until.map_or(end, |u| u.min(end)));
+            }
         }
-    };
-    let t = payload.target;
-    if t.digest != target.digest || t.size != target.size || t.media_type != target.media_type {
-        return fail(
-            &signer,
-            VerdictCode::DigestMismatch,
-            format!(
-                "signature is for {} ({}, {} bytes), not {} ({}, {} bytes)",
-                t.digest, t.media_type, t.size, target.digest, target.media_type, target.size
-            ),
-        );
     }
-    let leaf_expiry = at(validity.not_after);
-    let valid_until = env.expiry.map_or(leaf_expiry, |e| e.min(leaf_expiry));
-    Checked::passed(SignatureFormat::Notation, signer, NOT_CHECKED).until(Some(valid_until))
-}
-
-/// The chain leads to the trust store: the leaf is a trusted certificate itself (a
-/// self-signed signing certificate — rustls-webpki does not handle that case), or webpki
-/// builds a path from it to a trusted certificate with codeSigning usage at signing time.
-fn trusted_chain(
-    verifier: &NotationVerifier,
-    env: &Envelope,
-    leaf_der: &[u8],
-) -> Result<(), String> {
-    if verifier.trust_store.iter().any(|c| c.as_ref() == leaf_der) {
-        return Ok(());
+    if actions.revocation != CheckAction::Skip
+        && !verifier.revocation_hosts.is_empty()
+        && let Some(p) = &path
+    {
+        for pair in p.certs.windows(2) {
+            let query = Query {
+                cert: pair[0].clone(),
+                issuer: pair[1].clone(),
+                hosts: verifier.revocation_hosts.clone(),
+            };
+            let Some(findings) = run.findings else {
+                run.queries.push(query);
+                continue;
+            };
+            let subject = X509Certificate::from_der(&pair[0])
+                .map(|(_, c)| c.subject().to_string())
+                .unwrap_or_default();
+            let finding = findings.get(&query.key()).cloned().unwrap_or(Finding {
+                method: None,
+                status: RevocationStatus::Unavailable("not looked up".into()),
+                this_update: None,
+                next_update: None,
+            });
+            if let Some(n) = finding.next_update {
+                valid_until = Some(valid_until.map_or(n, |u| u.min(n)));
+            }
+            run.revocation.push(RevocationReport {
+                certificate: subject.clone(),
+                method: finding
+                    .method
+                    .map_or("none", |m| match m {
+                        RevocationMethod::Ocsp => "ocsp",
+                        RevocationMethod::Crl => "crl",
+                    })
+                    .to_string(),
+                status: finding.status.as_str().to_string(),
+                this_update: finding.this_update.map(rfc3339_of).unwrap_or_default(),
+                next_update: finding.next_update.map(rfc3339_of).unwrap_or_default(),
+            });
+            match &finding.status {
+                RevocationStatus::Good | RevocationStatus::NotRevocable => {}
+                RevocationStatus::Revoked => run.failed(
+                    actions.revocation,
+                    VerdictCode::Revoked,
+                    format!("certificate {subject} is revoked"),
+                )?,
+                RevocationStatus::Unknown(why) => run.failed(
+                    actions.revocation,
+                    VerdictCode::UntrustedSigner,
+                    format!("revocation status of {subject} is unknown: {why}"),
+                )?,
+                RevocationStatus::Unavailable(why) => {
+                    let why = format!("revocation status of {subject} is unavailable: {why}");
+                    if actions.revocation == CheckAction::Enforce {
+                        let mut c = fail(&run.signer, VerdictCode::UntrustedSigner, why.clone());
+                        c.transient = Some(why);
+                        return Err(Box::new(run.finish(c)));
+                    }
+                    run.failed(actions.revocation, VerdictCode::UntrustedSigner, why)?;
+                }
+            }
+        }
     }
-    let anchors: Vec<_> = verifier
-        .trust_store
-        .iter()
-        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-        .collect();
-    let leaf = CertificateDer::from(leaf_der);
-    let ee =
-        webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("signing certificate: {e}"))?;
-    let intermediates: Vec<CertificateDer<'_>> = env.chain[1..]
-        .iter()
-        .map(|c| CertificateDer::from(c.as_slice()))
-        .collect();
-    let secs = env
-        .signing_time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let algs = crate::tls::crypto_provider()
-        .signature_verification_algorithms
-        .all;
-    ee.verify_for_usage(
-        algs,
-        &anchors,
-        &intermediates,
-        UnixTime::since_unix_epoch(Duration::from_secs(secs)),
-        webpki::KeyUsage::required(CODE_SIGNING),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| format!("certificate chain does not lead to the trust store: {e}"))
-}
 
-fn is_code_signing(cert: &X509Certificate<'_>) -> bool {
-    let ku = cert
-        .key_usage()
-        .ok()
-        .flatten()
-        .is_none_or(|k| k.value.digital_signature());
-    let eku = cert
-        .extended_key_usage()
-        .ok()
-        .flatten()
-        .is_some_and(|e| e.value.code_signing);
-    ku && eku
+    let mut detail = Vec::new();
+    if actions.revocation == CheckAction::Skip || verifier.revocation_hosts.is_empty() {
+        detail.push("revocation not checked".to_string());
+    }
+    if !run.logged.is_empty() {
+        detail.push(format!("logged: {}", run.logged.join("; ")));
+    }
+    let signer = run.signer.clone();
+    let passed =
+        Checked::passed(SignatureFormat::Notation, signer, detail.join("; ")).until(valid_until);
+    Ok(run.finish(passed))
 }
 
 #[cfg(test)]
@@ -663,7 +959,14 @@ mod tests {
 
     fn run(file: &str, envelope: &[u8], target: &Target, v: &NotationVerifier) -> Checked {
         let media = if file.contains("cose") { COSE } else { JWS };
-        check(media, envelope, v, target, SystemTime::now())
+        check(
+            media,
+            envelope,
+            v,
+            target,
+            SystemTime::now(),
+            &Findings::new(),
+        )
     }
 
     #[test]
@@ -673,7 +976,7 @@ mod tests {
             let c = run(file, &env, &target, &trust);
             assert_eq!(c.failure, None, "{file}: {c:?}");
             assert!(c.report.signer.contains("CN="), "{c:?}");
-            assert_eq!(c.report.detail, NOT_CHECKED);
+            assert_eq!(c.report.detail, "revocation not checked");
         }
     }
 

@@ -27,6 +27,7 @@ use super::{cosign, notation};
 use crate::config::Require;
 use crate::metrics::{IgnoredAttestation, Metrics, SkipReason};
 use crate::registry::{Descriptor, ErrorKind, RegistryError, SignatureSource};
+use crate::revocation::{Findings, Query};
 use crate::verdict::{Checked, Denial, SignatureFormat, VerdictCode, signatures_verdict};
 
 /// A policy verifier with its trust material loaded.
@@ -428,6 +429,7 @@ pub(crate) fn judge(
     candidates: &Candidates,
     target: &notation::Target,
     now: SystemTime,
+    findings: &Findings,
 ) -> Judgement {
     let mut checked = Vec::new();
     let mut verdicts = Vec::new();
@@ -442,12 +444,17 @@ pub(crate) fn judge(
                 })
                 .collect(),
             LoadedVerifier::Keyless(k) => keyless_checks(k, candidates, &target.digest),
+            LoadedVerifier::Notation(trust) if trust.skips() => vec![Checked::passed(
+                SignatureFormat::Notation,
+                String::new(),
+                "verification level skip: signatures not checked",
+            )],
             LoadedVerifier::Notation(trust) => candidates
                 .notation
                 .iter()
                 .map(|c| match c {
                     Ok((media_type, envelope)) => {
-                        notation::check(media_type, envelope, trust, target, now)
+                        notation::check(media_type, envelope, trust, target, now, findings)
                     }
                     Err(unusable) => unusable.clone(),
                 })
@@ -460,6 +467,27 @@ pub(crate) fn judge(
         verdict: combine(require, verdicts),
         checked,
     }
+}
+
+/// The revocation lookups [`judge`] will need: those of every Notary Project signature
+/// whose chain leads to a verifier's trust store (pure: the engine fetches them first).
+pub(crate) fn revocation_queries(
+    verifiers: &[LoadedVerifier],
+    candidates: &Candidates,
+    target: &notation::Target,
+    now: SystemTime,
+) -> Vec<Query> {
+    let mut out = Vec::new();
+    for v in verifiers {
+        if let LoadedVerifier::Notation(trust) = v {
+            for (media_type, envelope) in candidates.notation.iter().flatten() {
+                out.extend(notation::revocation_queries(
+                    media_type, envelope, trust, target, now,
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// What a keyless verifier makes of the candidates its format reads: the `.sig` layers,
@@ -859,7 +887,14 @@ mod tests {
             media_type: crate::registry::OCI_MANIFEST.into(),
             size: 1,
         };
-        let j = judge(&verifiers, Require::Any, &c, &target, SystemTime::now());
+        let j = judge(
+            &verifiers,
+            Require::Any,
+            &c,
+            &target,
+            SystemTime::now(),
+            &Findings::new(),
+        );
         assert_eq!(j.checked.len(), 2);
         assert!(j.checked.iter().all(|c| c.report.format == "sigstore"));
         let denial = j.verdict.expect_err("nothing verifies");
@@ -923,6 +958,7 @@ mod tests {
             &candidates,
             &target,
             SystemTime::now(),
+            &Findings::new(),
         );
         assert_eq!(
             j.verdict.as_ref().map_err(|d| d.code),
@@ -936,6 +972,7 @@ mod tests {
             &candidates,
             &target,
             SystemTime::now(),
+            &Findings::new(),
         );
         assert_eq!(j.verdict.map_err(|d| d.code), Err(VerdictCode::Unsigned));
     }

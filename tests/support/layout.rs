@@ -650,9 +650,11 @@ fn referrers(
 /// with SHA-256, salt length 32) so the signatures do not come from vouch's own code.
 pub struct NotarySigner {
     key: rsa::pss::SigningKey<Sha256>,
-    /// The signing certificate, DER: the single `x5c` entry.
+    /// The signing certificate, DER: the first `x5c` entry.
     pub cert_der: Vec<u8>,
     pub cert_pem: String,
+    /// Intermediates that follow it in `x5c`, DER.
+    pub chain: Vec<Vec<u8>>,
 }
 
 impl NotarySigner {
@@ -672,7 +674,14 @@ impl NotarySigner {
             key: rsa::pss::SigningKey::<Sha256>::new(private),
             cert_der: pem_der(cert_pem),
             cert_pem: cert_pem.to_owned(),
+            chain: Vec::new(),
         }
+    }
+
+    /// The same signer, sending `intermediates` (PEM) after its certificate in `x5c`.
+    pub fn with_chain(mut self, intermediates: &[&str]) -> NotarySigner {
+        self.chain = intermediates.iter().map(|p| pem_der(p)).collect();
+        self
     }
 
     /// The SHA-256 of the certificate, hex: what notation writes into the
@@ -695,13 +704,32 @@ impl NotarySigner {
             "payload": payload_b64,
             "protected": protected_b64,
             "header": {
-                "x5c": [STANDARD.encode(&self.cert_der)],
+                "x5c": std::iter::once(&self.cert_der)
+                    .chain(&self.chain)
+                    .map(|c| STANDARD.encode(c))
+                    .collect::<Vec<_>>(),
                 "io.cncf.notary.signingAgent": SIGNING_AGENT,
             },
             "signature": URL_SAFE_NO_PAD.encode(signature.to_bytes()),
         }))
         .expect("jws json")
     }
+}
+
+/// The signature value of a JWS envelope (what an RFC 3161 timestamp is over).
+pub fn jws_signature(envelope: &[u8]) -> Vec<u8> {
+    let v: Value = serde_json::from_slice(envelope).expect("jws");
+    URL_SAFE_NO_PAD
+        .decode(v["signature"].as_str().expect("signature"))
+        .expect("base64url")
+}
+
+/// The envelope with `token` as its timestamp countersignature, where notation-core-go
+/// writes it: the unprotected header `io.cncf.notary.timestampSignature`, standard base64.
+pub fn with_timestamp(envelope: &[u8], token: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(envelope).expect("jws");
+    v["header"]["io.cncf.notary.timestampSignature"] = Value::String(STANDARD.encode(token));
+    serde_json::to_vec(&v).expect("json")
 }
 
 /// The JWS protected header as notation-core-go marshals it (a Go map: keys sorted).

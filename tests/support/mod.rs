@@ -26,6 +26,7 @@ pub mod faults;
 pub mod gatekeeper;
 pub mod helm;
 pub mod layout;
+pub mod openssl;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
