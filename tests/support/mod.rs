@@ -800,9 +800,19 @@ impl Served {
     /// After that line nobody reads stderr any more and the pipe closes: vouch must keep
     /// serving (and exit cleanly) when its log reader is gone.
     pub fn spawn(binary: &str, args: &[&std::ffi::OsStr]) -> Served {
+        Served::spawn_logging(binary, "json", args).0
+    }
+
+    /// Runs `binary --log-format FORMAT serve ARGS...`, waits for its listening line, and
+    /// hands over the log lines that follow.
+    pub fn spawn_logging(
+        binary: &str,
+        format: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> (Served, std::sync::mpsc::Receiver<String>) {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(binary)
-            .args(["--log-format", "json", "serve"])
+            .args(["--log-format", format, "serve"])
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -824,7 +834,7 @@ impl Served {
             let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let addrs = serde_json::from_str::<serde_json::Value>(&line)
+            let json = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
                 .and_then(|j| {
                     let f = &j["fields"];
@@ -832,14 +842,22 @@ impl Served {
                     let o = f["ops_addr"].as_str()?.parse().ok()?;
                     Some((p, o))
                 });
+            // The text format: `… vouch is listening provider_addr=A ops_addr=B`.
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|a| a.parse().ok())
+            };
+            let text = field("provider_addr=").zip(field("ops_addr="));
             logs.push(line);
-            if let Some((provider, ops)) = addrs {
-                return Served {
+            if let Some((provider, ops)) = json.or(text) {
+                let served = Served {
                     child,
                     provider,
                     ops,
                     logs,
                 };
+                return (served, rx);
             }
         }
         let _ = child.kill();
