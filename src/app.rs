@@ -124,6 +124,8 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
                     readiness.clone(),
                 );
                 tasks.spawn(reloader.run(shutdown.clone()));
+            } else {
+                crate::reload::ignore_hangups(&tasks, shutdown.clone());
             }
             mutate_engine = Some(Arc::new(crate::mutate::MutateEngine(slot.clone())));
             Arc::new(LiveEngine(slot))

@@ -218,15 +218,33 @@ pub fn provider_timeouts(
     }
 }
 
-/// Checks vouch's `deadline` and `mutateDeadline` against the Providers' timeouts.
+/// Checks vouch's `deadline` and `mutateDeadline` against the Providers' timeouts; the
+/// first that does not fit.
 pub fn check_deadlines(
     timeouts: ProviderTimeouts,
     deadline: Duration,
     mutate_deadline: Duration,
 ) -> Result<(), ManifestError> {
+    match deadline_problems(timeouts, deadline, mutate_deadline)
+        .into_iter()
+        .next()
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Every one of vouch's deadlines that does not fit inside its Provider's timeout (what
+/// `vouch config check` warns about).
+pub fn deadline_problems(
+    timeouts: ProviderTimeouts,
+    deadline: Duration,
+    mutate_deadline: Duration,
+) -> Vec<ManifestError> {
     let (max_verify, max_mutate) = timeouts.deadlines();
+    let mut problems = Vec::new();
     if deadline > max_verify {
-        return Err(ManifestError::DeadlineTooLong {
+        problems.push(ManifestError::DeadlineTooLong {
             field: "deadline",
             got: deadline,
             provider: "vouch-verify",
@@ -235,7 +253,7 @@ pub fn check_deadlines(
         });
     }
     if mutate_deadline > max_mutate {
-        return Err(ManifestError::DeadlineTooLong {
+        problems.push(ManifestError::DeadlineTooLong {
             field: "mutateDeadline",
             got: mutate_deadline,
             provider: "vouch-mutate",
@@ -243,7 +261,7 @@ pub fn check_deadlines(
             max: max_mutate,
         });
     }
-    Ok(())
+    problems
 }
 
 /// Namespaces no Constraint or Assign touches: the control plane, Gatekeeper, vouch.

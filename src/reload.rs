@@ -111,6 +111,9 @@ impl ConfigReloader {
     }
 
     fn failed(&self, why: String) {
+        // One log line per failure: a config's problems come as a list, one per line,
+        // which a log collector would split into unrelated records.
+        let why = one_line(&why);
         self.metrics.config_reloaded(false);
         self.readiness.config.reload_failed(why.clone());
         tracing::error!(error = %why, "config reload failed; keeping the running config");
@@ -142,6 +145,52 @@ impl ConfigReloader {
             self.tick(forced);
         }
     }
+}
+
+/// Started without a config file there is nothing to reload; SIGHUP's default action
+/// would end the process, so SIGHUP is taken here and only logged. The handler is
+/// installed before this returns — a SIGHUP right after start-up must not kill vouch
+/// either — and answered by a task until `shutdown`.
+pub(crate) fn ignore_hangups(tasks: &tokio_util::task::TaskTracker, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; a SIGHUP would stop vouch");
+                return;
+            }
+        };
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    got = hup.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received: vouch was started without --config, there is no config file to reload; ignored");
+                    }
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (tasks, shutdown);
+}
+
+/// `text` on one line: its lines trimmed and joined with `; ` (a line ending in `:`
+/// introduces the next, so it is joined with a space).
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The fingerprint of the config file and of every non-TLS file `config` names.
@@ -229,6 +278,15 @@ fn diff(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_problems_becomes_one_line() {
+        assert_eq!(
+            one_line("2 problem(s) in /etc/vouch.yaml:\n  deadline: bad\n  limits.maxKeys: zero\n"),
+            "2 problem(s) in /etc/vouch.yaml: deadline: bad; limits.maxKeys: zero"
+        );
+        assert_eq!(one_line("cannot read x: gone"), "cannot read x: gone");
+    }
 
     fn config(extra: &str) -> Config {
         Config::parse(

@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -220,24 +220,54 @@ impl Connection {
         let app = self.app.clone();
         let svc_activity = activity.clone();
         let svc_slot = slot.clone();
+        let metrics = self.metrics.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
             let activity = svc_activity.clone();
             let slot = svc_slot.clone();
+            let metrics = metrics.clone();
             activity.request_started();
             slot.set_phase(Phase::Serving);
             async move {
-                let resp = app.oneshot(req.map(Body::new)).await;
+                let resp = match host_problem(&req) {
+                    Some(why) => {
+                        metrics.request_done(Endpoint::Other, RequestOutcome::Rejected, 0.0);
+                        closing(json(
+                            StatusCode::BAD_REQUEST,
+                            &ProviderResponse::system_error(true, why),
+                            0,
+                        ))
+                    }
+                    None => {
+                        let (req, read_to_end) = tracked(req);
+                        let resp = app.oneshot(req).await;
+                        let resp = resp.map_err(|never: Infallible| match never {});
+                        // A body not read to its end (over the drain bound, cut off by the
+                        // deadline, or never read) cannot be skipped: hyper closes the
+                        // connection after the answer, and the answer says so.
+                        match resp {
+                            Ok(r) if !read_to_end.load(Ordering::Acquire) => Ok(closing(r)),
+                            other => other,
+                        }?
+                    }
+                };
                 activity.request_finished();
                 slot.set_phase(Phase::Idle);
-                resp.map_err(|never: Infallible| match never {})
+                Ok::<_, Infallible>(resp)
             }
         });
+        // One bound on the request head, in bytes, whatever the head's shape and however
+        // it arrives: hyper's `max_header_size` measures the parsed head (the request line,
+        // the header lines and the blank line) and also refuses a partial head once that
+        // many bytes are buffered. `max_buf_size` alone is checked only while a head is
+        // incomplete, so a long head arriving in one large read slipped through it.
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
             .keep_alive(true)
+            .max_header_size(self.tuning.max_header_bytes)
+            .max_headers(self.tuning.max_headers)
             .max_buf_size(self.tuning.max_header_bytes);
         let mut conn = pin!(builder.serve_connection(io, service));
         let header_timeout = self.tuning.header_read_timeout.get();
@@ -281,6 +311,79 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Why a request's `Host` header makes it malformed: HTTP/1.1 requires exactly one
+/// (RFC 9112 §3.2); HTTP/1.0 may omit it but never repeat it.
+fn host_problem<B>(req: &hyper::Request<B>) -> Option<String> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let optional = req.version() == axum::http::Version::HTTP_10;
+    match hosts {
+        1 => None,
+        0 if optional => None,
+        0 => Some(
+            "request-invalid: the request carries no Host header; HTTP/1.1 requires exactly one"
+                .into(),
+        ),
+        n => Some(format!(
+            "request-invalid: the request carries {n} Host headers; HTTP/1.1 requires exactly one"
+        )),
+    }
+}
+
+/// `resp` with `Connection: close`: the server closes the connection after it, and the
+/// client learns so from the answer instead of from a reset on its next request.
+fn closing(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The request with its body wrapped, and a flag set once the body has been read to
+/// its end.
+fn tracked(req: hyper::Request<Incoming>) -> (Request, Arc<AtomicBool>) {
+    let (parts, body) = req.into_parts();
+    let done = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let body = Tracked {
+        inner: body,
+        done: done.clone(),
+    };
+    (Request::from_parts(parts, Body::new(body)), done)
+}
+
+/// A request body that notes when it has been read to its end.
+struct Tracked {
+    inner: Incoming,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = http_body::Body::poll_frame(std::pin::Pin::new(&mut self.inner), cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => http_body::Body::is_end_stream(&self.inner),
+            _ => false,
+        };
+        if ended {
+            self.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }
 

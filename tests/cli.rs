@@ -1,5 +1,8 @@
-//! The `vouch` binary: `config check`, `verify` exit codes, and `serve` in development
-//! mode (generated certificate, CA written to a file, SIGTERM → exit 0).
+//! The `vouch` binary: `config check` (every problem, type errors included, and warnings
+//! about deadlines that do not fit the Providers' timeouts), `verify` exit codes, every
+//! argument described in `--help`, `manifests` refusing Providers without a CA bundle,
+//! and `serve` in development mode (generated certificate, CA written to a file, SIGTERM →
+//! exit 0; SIGHUP without `--config` ignored).
 
 mod support;
 
@@ -174,4 +177,217 @@ async fn serve_in_dev_mode_generates_a_certificate_and_stops_on_sigterm() {
     assert_eq!(r.json()["response"]["items"][0]["value"]["verified"], true);
 
     assert_eq!(served.terminate().code(), Some(0));
+}
+
+/// The argument lines of a `--help` text whose description is missing: a line declaring
+/// an argument (`-x`, `--name`, `<NAME>`) with no text after it and no indented
+/// description on the next line.
+fn undescribed_arguments(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        // `-x`, `--name`, `<NAME>`; not `- value: meaning` of a list of possible values.
+        let flag = t.starts_with("--")
+            || (t.starts_with('-') && t.chars().nth(1).is_some_and(|c| c.is_ascii_alphabetic()));
+        let declares = indent(line) > 0 && (flag || t.starts_with('<'));
+        if !declares {
+            continue;
+        }
+        let same_line = t.split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| indent(n) > indent(line) && !n.trim().is_empty());
+        if !same_line && !next_line {
+            missing.push(t.to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn help_describes_every_argument_of_every_command() {
+    let (code, out, _) = vouch(&["verify", "--help"]);
+    assert_eq!(code, 0);
+    for (arg, words) in [
+        ("<IMAGES>", "Image references"),
+        ("--config", "Config file"),
+    ] {
+        let at = out.find(arg).unwrap_or_else(|| panic!("{arg} in:\n{out}"));
+        let around = &out[at..(at + 200).min(out.len())];
+        assert!(around.contains(words), "{arg} undescribed:\n{out}");
+    }
+    for command in [
+        &["serve"][..],
+        &["verify"],
+        &["verify-bundle"],
+        &["attest-check"],
+        &["manifests"],
+        &["config"],
+        &["config", "check"],
+    ] {
+        for flag in ["--help", "-h"] {
+            let mut args = command.to_vec();
+            args.push(flag);
+            let (code, out, err) = vouch(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            let missing = undescribed_arguments(&out);
+            assert!(missing.is_empty(), "{args:?}: {missing:?} in:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn config_check_reports_type_errors_beside_every_other_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(
+        dir.path(),
+        "types.yaml",
+        "listen: localhost:8443\nlimits: {maxKeys: 0, maxBodyBytes: lots}\nserver: {idleTimeout: soon}\nclaims: {store: redis}\npolicies:\n- scopes: [\"r.io/a/*\"]\n  action: allow\n- name: b\n  scopes: [\"nohost\"]\n  action: allow\n",
+    );
+    let (code, out, _) = vouch(&["config", "check", &f]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "listen: invalid",
+        "limits.maxBodyBytes: invalid type",
+        "server.idleTimeout: ",
+        "policies[0]: missing field `name`",
+        "limits.maxKeys: must be greater than zero",
+        // The second policy keeps its place in the file although the first was unreadable.
+        "policies[1].scopes[0]: \"nohost\" must start with a registry host",
+        "claims.store: ",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{f}: {want}"))),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let store = out
+        .lines()
+        .find(|l| l.contains("claims.store"))
+        .expect("claims.store line");
+    assert_eq!(
+        store.matches("store").count(),
+        1,
+        "says store once: {store}"
+    );
+}
+
+#[test]
+fn config_check_warns_about_deadlines_the_providers_cut_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = good_config(dir.path());
+    let text = std::fs::read_to_string(&f).expect("config");
+    let late = write(
+        dir.path(),
+        "late.yaml",
+        &format!("deadline: 5s\nmutateDeadline: 1s\n{text}"),
+    );
+    // Warnings alone: printed as `warning:`, exit 0.
+    let (code, out, _) = vouch(&["config", "check", &late]);
+    assert_eq!(code, 0, "{out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    assert!(
+        warnings[0].starts_with(&format!("{late}: warning: deadline (5s)")),
+        "{out}"
+    );
+    assert!(
+        warnings[0].contains("vouch-verify Provider's timeout of 3s"),
+        "{out}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!("{late}: warning: mutateDeadline (1s)")),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .ends_with(&format!("{late}: ok, 2 warning(s)")),
+        "{out}"
+    );
+
+    // Closed mode leaves less time: the default deadline does not fit a 3 s webhook.
+    let (code, out, _) = vouch(&[
+        "config",
+        "check",
+        "--failure-policy",
+        "closed",
+        "--mutation-webhook-timeout",
+        "2s",
+        &f,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning: deadline (2.5s)"), "{out}");
+
+    // A deadline that fits: no warning. With a problem beside a warning: exit 1, both.
+    let (code, out, _) = vouch(&["config", "check", &f]);
+    assert_eq!((code, out.contains("warning")), (0, false), "{out}");
+    let both = write(
+        dir.path(),
+        "both.yaml",
+        &format!("deadline: 3s\nlimits: {{maxKeys: 0}}\n{text}"),
+    );
+    let (code, out, _) = vouch(&["config", "check", &both]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("limits.maxKeys: must be greater than zero"),
+        "{out}"
+    );
+    assert!(out.contains("warning: deadline (3s)"), "{out}");
+}
+
+#[test]
+fn manifests_refuses_providers_without_a_ca_bundle() {
+    let (code, out, err) = vouch(&["manifests"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "nothing to apply is printed: {out}");
+    assert!(err.contains("--ca-bundle FILE"), "{err}");
+    assert!(err.contains("--allow-empty-ca-bundle"), "{err}");
+    let (code, _, err) = vouch(&["manifests", "--ca-bundle-value", ""]);
+    assert_eq!(code, 2, "an empty value is no CA bundle either: {err}");
+
+    let (code, out, err) = vouch(&["manifests", "--allow-empty-ca-bundle"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kind: Provider"), "{out}");
+    assert!(err.contains("caBundle is empty"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(dir.path(), "ca.crt", &Ca::gatekeeper().cert_pem);
+    let (code, out, err) = vouch(&["manifests", "--ca-bundle", &ca]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kind: Provider"), "{out}");
+    assert!(!out.contains("caBundle: ''"), "{out}");
+}
+
+/// `serve` without `--config` runs the library's start-up with no config path; a SIGHUP
+/// to the process must not end it. The signal goes to this test process, so no other test
+/// in this file may start vouch in-process (its own SIGHUP handler would hide a missing
+/// one here).
+#[tokio::test]
+async fn sighup_without_a_config_file_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = vouch::config::EMBEDDED_DEFAULT
+        .replace("listen: 0.0.0.0:8443", "listen: 127.0.0.1:0")
+        .replace("opsListen: 0.0.0.0:9090", "opsListen: 127.0.0.1:0");
+    let config = vouch::config::Config::parse(&default, "test", None).expect("config");
+    let running = vouch::app::start(
+        config,
+        vouch::app::Options {
+            dev_ca_out: Some(dir.path().join("ca.crt")),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("start");
+    for _ in 0..2 {
+        let sent = Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ops_get(running.ops_addr, "/healthz").await.status, 200);
+    running.stop().await;
 }

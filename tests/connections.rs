@@ -1,6 +1,9 @@
 //! Connection-level bounds of the provider listener: header-read timeout (also against a
 //! trickling client), idle keep-alive timeout, and the connection cap (who gives way at it,
-//! and waiting when every slot is serving).
+//! and waiting when every slot is serving); the request-head size limit, one monotonic
+//! bound (every head up to `server.maxHeaderBytes` accepted, every larger one answered
+//! 431); `Connection: close` on every answer after which the server closes; and exactly
+//! one `Host` header required.
 
 mod support;
 
@@ -222,4 +225,192 @@ async fn when_every_slot_is_serving_a_new_client_waits_for_one() {
         .await
         .expect("served once a slot frees");
     assert_eq!(r.expect("join"), Ok(200));
+}
+
+/// A `/v1/verify` request whose head (request line, headers, blank line) is exactly
+/// `size` bytes, padded with headers of at most 16 KiB each.
+fn request_with_head_of(size: usize) -> Vec<u8> {
+    let body = provider_request(&["nginx"]);
+    let start = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    let mut head = start.into_bytes();
+    let mut n = 0;
+    // Each padding header: "X-Pad-N: " + value + CRLF; the final CRLF ends the head.
+    while head.len() + 2 < size {
+        let name = format!("X-Pad-{n}: ");
+        let room = size - 2 - head.len();
+        let overhead = name.len() + 2;
+        assert!(room > overhead, "cannot pad to exactly {size} bytes");
+        let mut value = room - overhead;
+        // Leave room for one more header rather than a remainder too small for one.
+        if value > 16 * 1024 {
+            value = (16 * 1024).min(room - overhead - 32);
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend(std::iter::repeat_n(b'a', value));
+        head.extend_from_slice(b"\r\n");
+        n += 1;
+    }
+    head.extend_from_slice(b"\r\n");
+    assert_eq!(head.len(), size);
+    head.extend_from_slice(body.as_bytes());
+    head
+}
+
+/// The status of a fresh connection's answer to a request whose head is `size` bytes,
+/// and whether that answer said the server closes the connection (and it did).
+async fn answer_to_head_of(v: &Vouch, size: usize) -> (u16, bool) {
+    let mut s = tls_stream(v.running.provider_addr, v.gatekeeper_client())
+        .await
+        .expect("tls");
+    let reply = raw_request(&mut s, &request_with_head_of(size))
+        .await
+        .unwrap_or_else(|e| panic!("head of {size} bytes: {e}"));
+    let closing = reply.says_close();
+    if closing {
+        assert!(closed_by_server(&mut s).await, "said close, kept it open");
+    }
+    (reply.status, closing)
+}
+
+#[tokio::test]
+async fn the_head_limit_is_one_monotonic_bound_on_the_default() {
+    let v = Vouch::start(ALLOW).await;
+    const KIB: usize = 1024;
+    let limit = 64 * KIB;
+    for size in [
+        8 * KIB,
+        32 * KIB,
+        limit - 1,
+        limit,
+        limit + 1,
+        72 * KIB,
+        80 * KIB,
+        96 * KIB,
+        1024 * KIB,
+    ] {
+        let (status, closing) = answer_to_head_of(&v, size).await;
+        if size <= limit {
+            assert_eq!(status, 200, "a head of {size} bytes is within the limit");
+        } else {
+            assert_eq!(status, 431, "a head of {size} bytes is over the limit");
+            assert!(closing, "431 for {size} bytes without Connection: close");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configured_head_limit_is_exact() {
+    let v = Vouch::start(&format!("server: {{maxHeaderBytes: 8192}}\n{ALLOW}")).await;
+    for (size, want) in [
+        (4096, 200),
+        (8191, 200),
+        (8192, 200),
+        (8193, 431),
+        (20000, 431),
+    ] {
+        let (status, closing) = answer_to_head_of(&v, size).await;
+        assert_eq!(status, want, "head of {size} bytes");
+        assert_eq!(closing, want == 431, "head of {size} bytes");
+    }
+}
+
+#[tokio::test]
+async fn answers_after_which_the_connection_closes_say_so() {
+    let v = Vouch::start(&format!(
+        "limits: {{maxBodyBytes: 1024, maxDrainBytes: 4096}}\n{ALLOW}"
+    ))
+    .await;
+    let addr = v.running.provider_addr;
+    let post = |len: usize, body: &[u8]| {
+        let mut r = format!(
+            "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+
+    // A declared body over the drain bound is refused unread: the connection cannot be
+    // reused, and the answer says so.
+    let mut s = tls_stream(addr, v.gatekeeper_client()).await.expect("tls");
+    let r = raw_request(&mut s, &post(100_000, &[b' '; 2000]))
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("request-invalid"),
+        "{r:?}"
+    );
+    assert!(r.says_close(), "{r:?}");
+    assert!(closed_by_server(&mut s).await);
+
+    // A body over the limit but within the drain bound is read to its end: refused, and
+    // the connection stays usable.
+    let mut s = tls_stream(addr, v.gatekeeper_client()).await.expect("tls");
+    let r = raw_request(&mut s, &post(2000, &[b' '; 2000]))
+        .await
+        .expect("answer");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("request-invalid"),
+        "{r:?}"
+    );
+    assert!(!r.says_close(), "{r:?}");
+    let again = provider_request(&["nginx"]);
+    let r = raw_request(&mut s, &post(again.len(), again.as_bytes()))
+        .await
+        .expect("the connection serves a second request");
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("\"verified\":true"),
+        "{r:?}"
+    );
+
+    // A malformed request line: hyper's own 400, closing.
+    let mut s = tls_stream(addr, v.gatekeeper_client()).await.expect("tls");
+    let r = raw_request(&mut s, b"NOT A REQUEST\r\n\r\n")
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.says_close(), "{r:?}");
+    assert!(closed_by_server(&mut s).await);
+}
+
+#[tokio::test]
+async fn exactly_one_host_header_is_required() {
+    let v = Vouch::start(ALLOW).await;
+    let body = provider_request(&["nginx"]);
+    let request = |hosts: &str| {
+        format!(
+            "POST /v1/verify HTTP/1.1\r\n{hosts}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (hosts, want) in [
+        ("Host: localhost\r\n", 200),
+        ("", 400),
+        ("Host: localhost\r\nHost: localhost\r\n", 400),
+        ("Host: localhost\r\nHost: elsewhere\r\n", 400),
+    ] {
+        let mut s = tls_stream(v.running.provider_addr, v.gatekeeper_client())
+            .await
+            .expect("tls");
+        let r = raw_request(&mut s, request(hosts).as_bytes())
+            .await
+            .expect("answer");
+        assert_eq!(r.status, want, "{hosts:?}: {r:?}");
+        if want == 400 {
+            let text = String::from_utf8_lossy(&r.body);
+            assert!(
+                text.contains("request-invalid") && text.contains("Host"),
+                "{text}"
+            );
+            assert!(r.says_close(), "{r:?}");
+            assert!(closed_by_server(&mut s).await, "{hosts:?}");
+        } else {
+            assert!(!r.says_close(), "{r:?}");
+        }
+    }
 }

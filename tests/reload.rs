@@ -4,7 +4,9 @@
 //! registry credentials file rewritten is used by the next registry call; a key file
 //! deleted keeps the running engine, counts the failure and says so on `/readyz`; a config
 //! rewritten empty, or without any policy, is refused and the running policies stay —
-//! and `vouch config check` exits 1 on both, naming the problem.
+//! and `vouch config check` exits 1 on both, naming the problem. In the text log format
+//! (written to a pipe, so without colour codes) a failed reload is one line naming every
+//! problem.
 
 mod support;
 
@@ -212,4 +214,69 @@ async fn a_config_that_would_deny_everything_is_refused_on_reload_and_by_config_
         .await;
         assert!(restored, "{name}: the good config reloads");
     }
+}
+
+#[test]
+fn a_failed_reload_is_one_plain_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vouch.yaml");
+    let good = vouch::config::EMBEDDED_DEFAULT
+        .replace("listen: 0.0.0.0:8443", "listen: 127.0.0.1:0")
+        .replace("opsListen: 0.0.0.0:9090", "opsListen: 127.0.0.1:0");
+    std::fs::write(&config, &good).expect("write config");
+    let ca = dir.path().join("ca.crt");
+    let (mut served, logs) = Served::spawn_logging(
+        env!("CARGO_BIN_EXE_vouch"),
+        "text",
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--dev-ca-out".as_ref(),
+            ca.as_os_str(),
+        ],
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{}\nserver: {{maxConnections: 0}}\n",
+            good.replace("maxKeys: 512", "maxKeys: 0")
+        ),
+    )
+    .expect("rewrite config");
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let mut seen = served.logs.clone();
+    let until = std::time::Instant::now() + STEP;
+    let failed = loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "no reload failure logged:\n{}",
+            seen.join("\n")
+        );
+        let Ok(line) = logs.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        seen.push(line.clone());
+        if line.contains("config reload failed") {
+            break line;
+        }
+    };
+    for problem in [
+        "limits.maxKeys: must be greater than zero",
+        "server.maxConnections: must be greater than zero",
+    ] {
+        assert!(
+            failed.contains(problem),
+            "{problem} not on the line: {failed}"
+        );
+    }
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a pipe:\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(served.terminate().code(), Some(0));
 }

@@ -68,6 +68,7 @@ enum Command {
     /// Verify images from the command line with the provider's engine.
     /// Exit status: 0 all verified, 1 some not verified, 2 on error.
     Verify {
+        /// Config file; without it the embedded default config is used.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Print the items as JSON, as /v1/verify would.
@@ -80,6 +81,8 @@ enum Command {
         /// policies naming it apply too.
         #[arg(long)]
         namespace: Option<String>,
+        /// Image references to verify, as written in pod specs (`nginx`,
+        /// `ghcr.io/acme/api:1.4`, `registry:5000/app@sha256:…`).
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -140,6 +143,8 @@ enum Command {
     /// Print the Kubernetes objects that register vouch with Gatekeeper (Providers,
     /// ConstraintTemplates, Constraints, tag-to-digest Assigns), ready for `kubectl apply -f -`.
     Manifests {
+        /// Config file whose listen port the Providers use and whose deadlines must fit
+        /// inside the Providers' timeouts; without it the embedded default config is used.
         #[arg(long)]
         config: Option<PathBuf>,
         /// What happens when vouch cannot reach a verdict: `open` warns and admits, `closed`
@@ -155,6 +160,10 @@ enum Command {
         /// The caBundle value itself (base64 PEM), e.g. a placeholder a chart substitutes.
         #[arg(long)]
         ca_bundle_value: Option<String>,
+        /// Print the Providers with an empty caBundle when neither --ca-bundle nor
+        /// --ca-bundle-value is given (Gatekeeper cannot call vouch until it is set).
+        #[arg(long, conflicts_with_all = ["ca_bundle", "ca_bundle_value"])]
+        allow_empty_ca_bundle: bool,
         /// Also print the claims Provider and the unique-Service-selector template,
         /// Constraint and SyncSet (a library policy, off by default).
         #[arg(long)]
@@ -178,8 +187,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file and print each problem with its path. Exit 1 on problems.
-    Check { file: PathBuf },
+    /// Validate a config file and print each problem with its path (exit 1 on problems),
+    /// and each warning — deadlines that leave vouch no time to answer inside the
+    /// Providers' timeouts — as `warning:` (warnings alone: exit 0).
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+        /// The failure policy the Providers are generated for (`vouch manifests
+        /// --failure-policy`): closed mode gives vouch less time.
+        #[arg(long, value_enum, default_value = "open")]
+        failure_policy: crate::manifests::FailurePolicy,
+        /// Gatekeeper's validating webhook timeout (as `vouch manifests --webhook-timeout`).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        webhook_timeout: Duration,
+        /// Gatekeeper's mutating webhook timeout (as `vouch manifests
+        /// --mutation-webhook-timeout`).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        mutation_webhook_timeout: Duration,
+    },
 }
 
 /// Entry point of the `vouch` binary.
@@ -206,8 +231,21 @@ pub fn main() -> ExitCode {
             run_async(verify(config, json, timeout, images))
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => config_check(&file),
+            command:
+                ConfigCommand::Check {
+                    file,
+                    failure_policy,
+                    webhook_timeout,
+                    mutation_webhook_timeout,
+                },
+        } => config_check(
+            &file,
+            failure_policy,
+            crate::manifests::WebhookTimeouts {
+                validating: webhook_timeout,
+                mutating: mutation_webhook_timeout,
+            },
+        ),
         Command::AttestCheck {
             statement,
             policy,
@@ -239,6 +277,7 @@ pub fn main() -> ExitCode {
             namespace,
             ca_bundle,
             ca_bundle_value,
+            allow_empty_ca_bundle,
             unique_service_selector,
             webhook_timeout,
             mutation_webhook_timeout,
@@ -246,6 +285,7 @@ pub fn main() -> ExitCode {
             config,
             ca_bundle,
             ca_bundle_value,
+            allow_empty_ca_bundle,
             crate::manifests::Options {
                 failure_policy,
                 namespace,
@@ -265,10 +305,13 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A closed stderr (a log collector gone) must not take the provider down: without
-    // this, a failed log write is reported with eprintln!, which panics.
+    // this, a failed log write is reported with eprintln!, which panics. Colour codes only
+    // help a person at a terminal; in a file, a pipe or a log collector they are noise.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -465,35 +508,65 @@ fn digest_note(digest: &str) -> String {
     }
 }
 
-fn config_check(file: &Path) -> ExitCode {
-    let loaded = Config::load_checked(file).and_then(|c| {
-        // Key files must not only exist but parse.
-        VerifyEngine::standalone(&c)
-            .map(|_| ())
-            .map_err(|e| crate::config::ConfigError::Invalid {
-                origin: file.display().to_string(),
-                problems: vec![crate::config::Problem {
-                    path: String::new(),
-                    message: e.to_string(),
-                }],
-            })
-    });
-    match loaded {
-        Ok(()) => {
-            out!("{}: ok", file.display());
-            ExitCode::SUCCESS
-        }
+/// `vouch config check`: every problem (exit 1), then every warning (alone: exit 0).
+fn config_check(
+    file: &Path,
+    failure_policy: crate::manifests::FailurePolicy,
+    webhooks: crate::manifests::WebhookTimeouts,
+) -> ExitCode {
+    let (config, mut problems) = match Config::check_file(file) {
+        Ok(checked) => checked,
         Err(e) => {
-            let problems = e.problems();
-            if problems.is_empty() {
-                out!("{}: {e}", file.display());
-            }
-            for p in problems {
-                out!("{}: {p}", file.display());
-            }
-            ExitCode::from(1)
+            out!("{}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    if let (Some(c), true) = (&config, problems.is_empty()) {
+        // Key files must not only exist but parse.
+        if let Err(e) = VerifyEngine::standalone(c) {
+            problems.push(crate::config::Problem {
+                path: String::new(),
+                message: e.to_string(),
+            });
         }
     }
+    let timeouts = match crate::manifests::provider_timeouts(failure_policy, webhooks) {
+        Ok(t) => t,
+        Err(e) => {
+            eout!("vouch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let warnings = config
+        .as_ref()
+        .map(|c| {
+            crate::manifests::deadline_problems(timeouts, c.deadline.get(), c.mutate_deadline.get())
+        })
+        .unwrap_or_default();
+    for p in &problems {
+        out!("{}: {p}", file.display());
+    }
+    for w in &warnings {
+        let mode = match failure_policy {
+            crate::manifests::FailurePolicy::Open => "open",
+            crate::manifests::FailurePolicy::Closed => "closed",
+        };
+        out!(
+            "{}: warning: {w} (failure policy {mode}, Gatekeeper webhook timeouts {} and {}: see --failure-policy, --webhook-timeout, --mutation-webhook-timeout)",
+            file.display(),
+            humantime::format_duration(webhooks.validating),
+            humantime::format_duration(webhooks.mutating)
+        );
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(1);
+    }
+    if warnings.is_empty() {
+        out!("{}: ok", file.display());
+    } else {
+        out!("{}: ok, {} warning(s)", file.display(), warnings.len());
+    }
+    ExitCode::SUCCESS
 }
 
 /// `vouch manifests`: `options` with the caBundle and port filled in from the flags and the
@@ -503,6 +576,7 @@ fn manifests(
     config_path: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
     ca_bundle_value: Option<String>,
+    allow_empty_ca_bundle: bool,
     mut options: crate::manifests::Options,
 ) -> ExitCode {
     use base64::Engine as _;
@@ -519,13 +593,21 @@ fn manifests(
                 return ExitCode::from(2);
             }
         },
-        (None, None) => {
-            eout!(
-                "vouch: no --ca-bundle: the Providers' caBundle is empty and Gatekeeper will not trust vouch until it is set"
-            );
-            String::new()
-        }
+        (None, None) => String::new(),
     };
+    // Providers with an empty caBundle apply cleanly and then fail every call: Gatekeeper
+    // trusts nothing else. Refuse to print them unless that is asked for.
+    if options.ca_bundle.trim().is_empty() {
+        if !allow_empty_ca_bundle {
+            eout!(
+                "vouch: no CA bundle: Gatekeeper trusts only the Providers' caBundle, so without it every call to vouch fails. Pass --ca-bundle FILE (the PEM CA that signed vouch's serving certificate) or --ca-bundle-value BASE64, or --allow-empty-ca-bundle to print the Providers with an empty caBundle and set it later"
+            );
+            return ExitCode::from(2);
+        }
+        eout!(
+            "vouch: --allow-empty-ca-bundle: the Providers' caBundle is empty and Gatekeeper will not trust vouch until it is set"
+        );
+    }
     options.port = config.listen.port();
     let timeouts =
         match crate::manifests::provider_timeouts(options.failure_policy, options.webhooks) {
@@ -563,6 +645,41 @@ fn manifests(
         Err(e) => {
             eout!("vouch: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every (sub)command, with the command's path.
+    fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{path} {} (the command itself)", sub.get_name()));
+            }
+            undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_a_description() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        undescribed(&cmd, "vouch", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        // The walk saw the commands there are.
+        let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        for want in ["serve", "verify", "manifests", "config"] {
+            assert!(names.contains(&want), "{names:?}");
         }
     }
 }

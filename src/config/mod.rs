@@ -560,6 +560,33 @@ mod tests {
     }
 
     #[test]
+    fn every_type_error_is_reported_beside_the_other_problems() {
+        let p = problems(
+            "listen: localhost:8443\ndeadline: soon\nlimits: {maxKeys: 0, maxKeyBytes: big}\npolicies:\n- scopes: [\"r.io/a/*\"]\n  action: allow\n- name: b\n  scopes: 7\n- name: c\n  scopes: [\"nohost\"]\n  action: allow\n  colour: red\n",
+        );
+        let at = |prefix: &str| p.iter().filter(|s| s.starts_with(prefix)).count();
+        assert_eq!(at("listen: "), 1, "{p:?}");
+        assert_eq!(at("deadline: "), 1, "{p:?}");
+        assert_eq!(at("limits.maxKeyBytes: invalid type"), 1, "{p:?}");
+        assert_eq!(at("limits.maxKeys: must be greater than zero"), 1, "{p:?}");
+        assert_eq!(at("policies[0]: missing field `name`"), 1, "{p:?}");
+        assert_eq!(at("policies[1].scopes: invalid type"), 1, "{p:?}");
+        // The third policy keeps its place in the file, both for the unknown field and
+        // for the semantic check, although the two before it were set aside.
+        assert_eq!(at("policies[2].colour: unknown field"), 1, "{p:?}");
+        assert_eq!(at("policies[2].scopes[0]: \"nohost\""), 1, "{p:?}");
+        // A genuine problem of a policy with a failed field is still reported; the
+        // default put in place of the failed field is not blamed again.
+        assert_eq!(
+            at("policies[1].verifiers: a policy with action: verify"),
+            1,
+            "{p:?}"
+        );
+        assert_eq!(at("policies[1].scopes: a policy needs"), 0, "{p:?}");
+        assert_eq!(p.len(), 9, "nothing blamed twice: {p:?}");
+    }
+
+    #[test]
     fn semantic_problems_are_all_reported() {
         let p = problems(
             "limits: {maxKeys: 0}\ntls: {certFile: a.crt}\nregistries:\n- host: https://r.io\n- host: r.io\n- host: r.io\npolicies:\n- name: a\n  scopes: []\n- name: a\n  scopes: [\"nohost\"]\n  verifiers: []\n",

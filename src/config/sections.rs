@@ -99,8 +99,14 @@ pub struct ServerTuning {
     /// Gatekeeper's own 90 s idle timeout, so the client closes first and never sends a
     /// request into a connection the server is closing.
     pub idle_timeout: Dur,
-    /// Largest request head (request line plus headers) accepted.
+    /// Largest request head accepted: every byte up to and including the blank line that
+    /// ends it (request line, header lines, line ends). A larger head is answered 431 and
+    /// the connection closed, whatever its size and however it arrives.
     pub max_header_bytes: usize,
+    /// Most header lines a request head may carry; more is answered 431 like an oversized
+    /// head. Each allowed header costs parser memory on every request, so this stays a
+    /// separate, small bound.
+    pub max_headers: usize,
     /// On SIGTERM, how long in-flight requests get to finish.
     pub shutdown_grace: Dur,
 }
@@ -113,6 +119,7 @@ impl Default for ServerTuning {
             header_read_timeout: Dur::secs(5),
             idle_timeout: Dur::secs(120),
             max_header_bytes: 64 * 1024,
+            max_headers: 100,
             shutdown_grace: Dur::ms(2500),
         }
     }
@@ -324,7 +331,13 @@ impl ServerTuning {
                 ("idleTimeout", self.idle_timeout),
             ],
         );
-        p.nonzero("server", &[("maxConnections", self.max_connections)]);
+        p.nonzero(
+            "server",
+            &[
+                ("maxConnections", self.max_connections),
+                ("maxHeaders", self.max_headers),
+            ],
+        );
         if self.max_header_bytes < 8192 {
             p.bad("server.maxHeaderBytes", "must be at least 8192");
         }

@@ -310,6 +310,113 @@ pub async fn tls_stream(
         .map_err(|e| format!("tls: {e}"))
 }
 
+/// An answer read off a raw stream: status, header lines (names lower-cased) and body.
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for RawReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawReply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+impl RawReply {
+    /// The values of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Whether the answer announces that the server closes the connection.
+    pub fn says_close(&self) -> bool {
+        self.header("connection")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Writes `bytes` on `stream` while reading the answer, so an answer sent before the
+/// request is fully written (a refused head or body) is heard even when the server
+/// closes while the client still writes. Bounded by [`STEP`].
+pub async fn raw_request<S>(stream: &mut S, bytes: &[u8]) -> Result<RawReply, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let write = async {
+        // The server may close before taking everything: not this function's failure.
+        let _ = wr.write_all(bytes).await;
+        let _ = wr.flush().await;
+    };
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) => return Err(format!("closed before an answer ({} bytes)", buf.len())),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e} ({} bytes)", buf.len())),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line in {head:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < length {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err("closed inside the answer's body".to_string()),
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok(RawReply {
+            status,
+            headers,
+            body,
+        })
+    };
+    let both = async { tokio::join!(write, read).1 };
+    tokio::time::timeout(STEP, both)
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+}
+
+/// Whether the server closes `stream` (end of stream or an error) within two seconds.
+pub async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
 impl Conn {
     /// TLS handshake (SNI `localhost`) and HTTP/1.1 handshake.
     pub async fn open(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<Conn, String> {
@@ -694,9 +801,19 @@ impl Served {
     /// After that line nobody reads stderr any more and the pipe closes: vouch must keep
     /// serving (and exit cleanly) when its log reader is gone.
     pub fn spawn(binary: &str, args: &[&std::ffi::OsStr]) -> Served {
+        Served::spawn_logging(binary, "json", args).0
+    }
+
+    /// Runs `binary --log-format FORMAT serve ARGS...`, waits for its listening line, and
+    /// hands over the log lines that follow.
+    pub fn spawn_logging(
+        binary: &str,
+        format: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> (Served, std::sync::mpsc::Receiver<String>) {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(binary)
-            .args(["--log-format", "json", "serve"])
+            .args(["--log-format", format, "serve"])
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -718,7 +835,7 @@ impl Served {
             let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let addrs = serde_json::from_str::<serde_json::Value>(&line)
+            let json = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
                 .and_then(|j| {
                     let f = &j["fields"];
@@ -726,14 +843,22 @@ impl Served {
                     let o = f["ops_addr"].as_str()?.parse().ok()?;
                     Some((p, o))
                 });
+            // The text format: `… vouch is listening provider_addr=A ops_addr=B`.
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|a| a.parse().ok())
+            };
+            let text = field("provider_addr=").zip(field("ops_addr="));
             logs.push(line);
-            if let Some((provider, ops)) = addrs {
-                return Served {
+            if let Some((provider, ops)) = json.or(text) {
+                let served = Served {
                     child,
                     provider,
                     ops,
                     logs,
                 };
+                return (served, rx);
             }
         }
         let _ = child.kill();
