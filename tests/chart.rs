@@ -1559,30 +1559,12 @@ fn optional_objects_follow_their_switches() {
     );
 }
 
-/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+/// The Dockerfile's instructions (keyword, arguments).
 fn dockerfile() -> Vec<(String, String)> {
-    let text = read(&root().join("Dockerfile"));
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => {
-                current.push_str(part);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(line);
-                let (op, args) = current.split_once(' ').unwrap_or((&current, ""));
-                out.push((op.to_ascii_uppercase(), args.trim().to_string()));
-                current.clear();
-            }
-        }
-    }
-    out
+    support::dockerfile::instructions(&read(&root().join("Dockerfile")))
+        .into_iter()
+        .map(|s| (s.op, s.args))
+        .collect()
 }
 
 /// Crate-root entries a build needs: manifest, lock file, sources, the targets Cargo.toml
