@@ -1875,6 +1875,12 @@ fn the_helm_test_pod_checks_readiness_and_an_allowed_verification_with_a_client_
     for r in &rendered {
         check_objects(r, &schemas);
     }
+    let command = format!("helm test vouch -n {NAMESPACE} --logs");
+    assert!(
+        rendered[0].notes().contains(&command),
+        "NOTES.txt says `{command}`"
+    );
+    assert!(!rendered[4].notes().contains(&command));
     assert!(
         rendered[4].find("Pod", "vouch-test").is_none(),
         "test.enabled false"
