@@ -16,6 +16,11 @@
 //! - Every value a template reads exists in `values.yaml` and is documented in the chart's
 //!   README; the Deployment runs vouch locked down; the rendered configs pass
 //!   `vouch config check`.
+//! - vouch's NetworkPolicy selects exactly vouch's pods and admits Gatekeeper's namespace to
+//!   the provider port, the monitoring namespaces to the ops port and the `helm test` Pod to
+//!   both; the `helm test` Pod is a locked-down, digest-pinned test hook that calls
+//!   `/readyz` and `/v1/verify` at the Provider's URL with a client certificate, for a key
+//!   the rendered config admits (`vouch verify` says so).
 //! - The Dockerfile builds with `--locked` from a context holding every file the crate
 //!   compiles in, and runs as a non-root user exposing 8443 and 9090.
 //!
@@ -1559,30 +1564,12 @@ fn optional_objects_follow_their_switches() {
     );
 }
 
-/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+/// The Dockerfile's instructions (keyword, arguments).
 fn dockerfile() -> Vec<(String, String)> {
-    let text = read(&root().join("Dockerfile"));
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => {
-                current.push_str(part);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(line);
-                let (op, args) = current.split_once(' ').unwrap_or((&current, ""));
-                out.push((op.to_ascii_uppercase(), args.trim().to_string()));
-                current.clear();
-            }
-        }
-    }
-    out
+    support::dockerfile::instructions(&read(&root().join("Dockerfile")))
+        .into_iter()
+        .map(|s| (s.op, s.args))
+        .collect()
 }
 
 /// Crate-root entries a build needs: manifest, lock file, sources, the targets Cargo.toml
@@ -1711,4 +1698,337 @@ fn the_dockerfile_builds_locked_from_what_the_crate_needs_and_runs_unprivileged(
             ".dockerignore keeps {excluded}"
         );
     }
+}
+
+/// Whether a `matchLabels` selector selects an object with `labels`.
+fn selects(match_labels: &Value, labels: &Value) -> bool {
+    match_labels
+        .as_object()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// Container port `name` of the vouch Deployment.
+fn vouch_port(r: &Rendered, name: &str) -> Value {
+    r.container("Deployment", "vouch")["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no container port {name}"))["containerPort"]
+        .clone()
+}
+
+#[test]
+fn vouchs_network_policy_admits_gatekeeper_monitoring_and_the_test_pod_only() {
+    let values = values();
+    assert_eq!(values["networkPolicy"]["enabled"], true, "on by default");
+    assert_eq!(values["gatekeeper"]["namespace"], "gatekeeper-system");
+    let cases = vec![
+        json!({}),
+        json!({"gatekeeper": {"namespace": "gk"},
+               "networkPolicy": {"monitoringNamespaces": ["prom", "obs"]}}),
+        json!({"networkPolicy": {"monitoringNamespaces": []}, "test": {"enabled": false}}),
+        json!({"networkPolicy": {"enabled": false}}),
+    ];
+    let schemas = gatekeeper_schemas();
+    for (values, result) in cases.iter().zip(render_all(&cases)) {
+        let r = result.unwrap_or_else(|e| panic!("{values}: {e}"));
+        check_objects(&r, &schemas);
+        // The chart's Redis keeps its own policy whatever this one does.
+        assert!(r.find("NetworkPolicy", "vouch-redis").is_some(), "{values}");
+        if values["networkPolicy"]["enabled"] == false {
+            assert!(r.find("NetworkPolicy", "vouch").is_none(), "{values}");
+            continue;
+        }
+        let np = r.object("NetworkPolicy", "vouch");
+        let deployment = r.object("Deployment", "vouch");
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let selector = &np["spec"]["podSelector"]["matchLabels"];
+        assert!(selects(selector, pod_labels), "{selector} vs {pod_labels}");
+        assert_eq!(selector, &deployment["spec"]["selector"]["matchLabels"]);
+        let redis_labels =
+            &r.object("StatefulSet", "vouch-redis")["spec"]["template"]["metadata"]["labels"];
+        assert!(!selects(selector, redis_labels), "selects Redis");
+        assert_eq!(
+            np["spec"]["policyTypes"],
+            json!(["Ingress"]),
+            "ingress only"
+        );
+
+        let (provider, ops) = (vouch_port(&r, "provider"), vouch_port(&r, "ops"));
+        let tcp = |port: &Value| json!({"port": port, "protocol": "TCP"});
+        let gatekeeper = values["gatekeeper"]["namespace"]
+            .as_str()
+            .unwrap_or("gatekeeper-system");
+        let mut expected = vec![json!({
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": gatekeeper}}}],
+            "ports": [tcp(&provider)],
+        })];
+        let monitoring = match &values["networkPolicy"]["monitoringNamespaces"] {
+            Value::Null => json!(["monitoring"]),
+            given => given.clone(),
+        };
+        if monitoring != json!([]) {
+            expected.push(json!({
+                "from": [{"namespaceSelector": {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": monitoring}]}}],
+                "ports": [tcp(&ops)],
+            }));
+        }
+        if values["test"]["enabled"] != false {
+            let test_labels = &r.object("Pod", "vouch-test")["metadata"]["labels"];
+            let rule = &np["spec"]["ingress"][expected.len()];
+            let test_selector = &rule["from"][0]["podSelector"]["matchLabels"];
+            assert!(
+                selects(test_selector, test_labels),
+                "{test_selector} vs {test_labels}"
+            );
+            assert!(
+                !selects(selector, test_labels),
+                "the test Pod carries vouch's labels: the Service would route to it"
+            );
+            expected.push(json!({
+                "from": [{"podSelector": {"matchLabels": test_selector}}],
+                "ports": [tcp(&provider), tcp(&ops)],
+            }));
+        }
+        assert_eq!(np["spec"]["ingress"], json!(expected), "{values}");
+    }
+    let readme = read(&chart().join("README.md")).to_lowercase();
+    assert!(
+        readme.contains("kubelet probes") && readme.contains("resident node"),
+        "the chart README says how kubelet probes pass the NetworkPolicy"
+    );
+}
+
+/// `env` of a container, by name.
+fn env(container: &Value) -> BTreeMap<String, String> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_string(),
+                e["value"].as_str().expect("a literal value").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The Secret volume mounted at the directory of `file` in the test Pod: its `secret`.
+fn secret_of(pod: &Value, file: &str) -> Value {
+    let container = &pod["spec"]["containers"][0];
+    let dir = Path::new(file).parent().expect("a directory");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir.to_string_lossy().as_ref())
+        .unwrap_or_else(|| panic!("nothing mounted at {}", dir.display()))
+        .clone();
+    assert_eq!(mount["readOnly"], true);
+    pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume")["secret"]
+        .clone()
+}
+
+#[test]
+fn the_helm_test_pod_checks_readiness_and_an_allowed_verification_with_a_client_certificate() {
+    let values = values();
+    assert_eq!(values["test"]["enabled"], true);
+    let pinned = values["test"]["image"]["digest"].as_str().expect("digest");
+    assert!(
+        pinned.len() == 71
+            && pinned.strip_prefix("sha256:").is_some_and(|d| d
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))),
+        "test.image.digest {pinned:?} is not a sha256 digest"
+    );
+    let cases = vec![
+        json!({}),
+        json!({"test": {"clientCertSecret": "vouch-test-client", "verifyImage": "ghcr.io/acme/app:1",
+                        "timeoutSeconds": 5, "image": {"digest": "", "pullPolicy": "Always"}},
+               "gatekeeper": {"caSecretName": "gatekeeper-ca"}}),
+        // The first cluster-wide allow policy, an exact scope.
+        json!({"policies": [
+            {"name": "team", "scopes": ["docker.io/library/*"], "namespaces": ["team-a"], "action": "allow"},
+            {"name": "acme", "scopes": ["ghcr.io/acme/*"], "verifiers": [{"cosign": {"publicKeys": ["/k.pub"]}}]},
+            {"name": "mirror", "scopes": ["mirror.example/base", "mirror.example/x/*"], "action": "allow"}]}),
+        // No allow policy: nothing to ask about, which the script reports.
+        json!({"policies": [{"name": "acme", "scopes": ["ghcr.io/acme/*"],
+                             "verifiers": [{"cosign": {"publicKeys": ["/k.pub"]}}]}]}),
+        json!({"test": {"enabled": false}}),
+        // vouch verify below runs the rendered config on this machine: no Redis to reach.
+        json!({"redis": {"enabled": false}}),
+    ];
+    let schemas = gatekeeper_schemas();
+    let rendered: Vec<Rendered> = cases
+        .iter()
+        .zip(render_all(&cases))
+        .map(|(v, r)| r.unwrap_or_else(|e| panic!("{v}: {e}")))
+        .collect();
+    for r in &rendered {
+        check_objects(r, &schemas);
+    }
+    let command = format!("helm test vouch -n {NAMESPACE} --logs");
+    assert!(
+        rendered[0].notes().contains(&command),
+        "NOTES.txt says `{command}`"
+    );
+    assert!(!rendered[4].notes().contains(&command));
+    assert!(
+        rendered[4].find("Pod", "vouch-test").is_none(),
+        "test.enabled false"
+    );
+
+    let r = &rendered[0];
+    let pod = r.object("Pod", "vouch-test");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "test");
+    assert!(
+        annotations["helm.sh/hook-delete-policy"]
+            .as_str()
+            .is_some_and(|p| p.contains("before-hook-creation")),
+        "a new run replaces the last: {annotations}"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Never");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        spec["securityContext"]["runAsUser"]
+            .as_i64()
+            .is_some_and(|u| u > 0),
+        "a numeric non-root user (the curl image names its user)"
+    );
+    let containers = spec["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(
+        c["image"],
+        format!(
+            "{}:{}@{pinned}",
+            values["test"]["image"]["repository"]
+                .as_str()
+                .expect("repository"),
+            values["test"]["image"]["tag"].as_str().expect("tag")
+        ),
+        "pinned by digest"
+    );
+
+    // Through Service vouch, at the Providers' own URL, trusting the Providers' CA.
+    let e = env(c);
+    let verify_url = r.object("Provider", "vouch-verify")["spec"]["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert_eq!(format!("{}/v1/verify", e["PROVIDER_URL"]), verify_url);
+    assert_eq!(e["OPS_URL"], format!("http://vouch.{NAMESPACE}:9090"));
+    let server = secret_of(pod, &e["SERVER_CA"]);
+    assert_eq!(server["secretName"], "vouch-tls");
+    assert_eq!(
+        server["items"],
+        json!([{"key": "ca.crt", "path": "ca.crt"}]),
+        "only the CA, never vouch's key"
+    );
+    assert!(e["SERVER_CA"].ends_with("/ca.crt"));
+    // The client certificate: by default the Secret of vouch's client CA, Gatekeeper's own.
+    let client = secret_of(pod, &e["CLIENT_CERT"]);
+    assert_eq!(client, secret_of(pod, &e["CLIENT_KEY"]));
+    assert_eq!(client["secretName"], "gatekeeper-webhook-server-cert");
+    assert_eq!(e["CLIENT_SECRET"], "gatekeeper-webhook-server-cert");
+    assert_eq!(
+        client["items"],
+        json!([{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}])
+    );
+    assert!(e["CLIENT_CERT"].ends_with("/tls.crt") && e["CLIENT_KEY"].ends_with("/tls.key"));
+    assert_eq!(
+        client["optional"], true,
+        "a missing one is reported by the script"
+    );
+
+    // One key, an image the default policies admit with action: allow.
+    let image = e["VERIFY_IMAGE"].clone();
+    assert_eq!(image, "docker.io/library/vouch-helm-test:latest");
+    let request: Value = serde_json::from_str(&e["REQUEST"]).expect("REQUEST is JSON");
+    assert_eq!(
+        request,
+        json!({"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
+               "request": {"keys": [image]}})
+    );
+    let without_redis = &rendered[5];
+    assert_eq!(
+        env(&without_redis.object("Pod", "vouch-test")["spec"]["containers"][0])["REQUEST"],
+        e["REQUEST"]
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = local_config(without_redis, dir.path());
+    let out = Command::new(VOUCH)
+        .args(["verify", "--json", "--config"])
+        .arg(&config)
+        .arg(&image)
+        .output()
+        .expect("run vouch verify");
+    assert!(
+        out.status.success(),
+        "the rendered config does not verify {image}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The command checks both answers and fails on either.
+    assert_eq!(c["command"][0], "/bin/sh");
+    let script = c["command"]
+        .as_array()
+        .expect("command")
+        .last()
+        .and_then(Value::as_str)
+        .expect("script");
+    for needle in [
+        "curl --silent --show-error --fail-with-body --max-time \"$TIMEOUT_SECONDS\" \"$OPS_URL/readyz\")",
+        "--cacert \"$SERVER_CA\" --cert \"$CLIENT_CERT\" --key \"$CLIENT_KEY\"",
+        "--data \"$REQUEST\" \"$PROVIDER_URL/v1/verify\")",
+        "grep -q '\"value\":{\"verified\":true'",
+        "test.clientCertSecret",
+        "test.verifyImage",
+    ] {
+        assert!(
+            script.contains(needle),
+            "the script lacks {needle}:\n{script}"
+        );
+    }
+    assert_eq!(
+        e["TIMEOUT_SECONDS"],
+        values["test"]["timeoutSeconds"].to_string()
+    );
+
+    // Values.
+    let pod = rendered[1].object("Pod", "vouch-test");
+    let c = &pod["spec"]["containers"][0];
+    let e = env(c);
+    assert_eq!(
+        secret_of(pod, &e["CLIENT_CERT"])["secretName"],
+        "vouch-test-client"
+    );
+    assert_eq!(e["VERIFY_IMAGE"], "ghcr.io/acme/app:1");
+    assert_eq!(e["TIMEOUT_SECONDS"], "5");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert!(
+        !c["image"].as_str().expect("image").contains('@'),
+        "no digest given"
+    );
+    let e2 = env(&rendered[2].object("Pod", "vouch-test")["spec"]["containers"][0]);
+    assert_eq!(e2["VERIFY_IMAGE"], "mirror.example/base:latest");
+    let e3 = env(&rendered[3].object("Pod", "vouch-test")["spec"]["containers"][0]);
+    assert_eq!(e3["VERIFY_IMAGE"], "");
 }

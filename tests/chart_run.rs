@@ -12,11 +12,16 @@
 //!   `redis.timeout` is a transient system error, no decision), and most races are decided.
 //! - A granted claim survives a Redis crash and restart: another owner is still refused.
 //! - The chart refuses to render two replicas with the uniqueness policy and no shared Redis.
+//! - The `helm test` Pod's command, run with `sh` and `curl` against a vouch running the
+//!   rendered config and the chart's serving certificate (curl's `connect-to` maps the
+//!   Service to loopback; script and URLs stay as rendered): it passes when everything is in
+//!   place, and fails with a message naming the cause without a client certificate, with one
+//!   from another CA, for an image no allow policy covers, and when vouch is not ready.
 
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,8 +191,16 @@ fn local_config(r: &Rendered, dir: &Path, redis: &ChartRedis) -> Value {
             json!(password_file),
         ),
     ];
+    rewritten(r, &changes)
+}
+
+/// The rendered vouch config with each (pointer, rendered value, local value) change
+/// applied, after checking the rendered value is the one expected; and checked that nothing
+/// else changed.
+fn rewritten(r: &Rendered, changes: &[(&str, Value, Value)]) -> Value {
+    let rendered = r.config();
     let mut config = rendered.clone();
-    for (pointer, from, to) in &changes {
+    for (pointer, from, to) in changes {
         let field = config.pointer_mut(pointer).unwrap_or_else(|| {
             panic!("the rendered config has no {pointer}:\n{}", r.config_text())
         });
@@ -196,7 +209,7 @@ fn local_config(r: &Rendered, dir: &Path, redis: &ChartRedis) -> Value {
     }
     // Nothing else changed: putting the rendered values back gives the rendered config.
     let mut back = config.clone();
-    for (pointer, from, _) in &changes {
+    for (pointer, from, _) in changes {
         *back.pointer_mut(pointer).expect("pointer") = from.clone();
     }
     assert_eq!(back, rendered);
@@ -424,5 +437,256 @@ fn two_replicas_with_the_uniqueness_policy_and_no_shared_redis_do_not_render() {
     assert!(
         e.contains("uniqueServiceSelector.enabled with 2 replicas needs a Redis shared by them"),
         "{e}"
+    );
+}
+
+/// How long one run of the `helm test` command may take here (its two requests are bounded
+/// by `test.timeoutSeconds` each; loopback answers in milliseconds).
+const HOOK_RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The rendered `helm test` Pod's container: its `env` by name and its shell script.
+fn hook(r: &Rendered) -> (std::collections::BTreeMap<String, String>, String) {
+    let c = &r.object("Pod", "vouch-test")["spec"]["containers"][0];
+    let env = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_string(),
+                e["value"].as_str().expect("value").to_string(),
+            )
+        })
+        .collect();
+    let command: Vec<&str> = c["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert_eq!(command[..2], ["/bin/sh", "-c"], "{command:?}");
+    (env, command[2].to_string())
+}
+
+/// What one run of the hook's command did.
+struct HookRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the hook's script with `sh` and the machine's `curl`, with the Pod's environment
+/// (`env`) except the three mounted files, which become `files` (SERVER_CA, CLIENT_CERT,
+/// CLIENT_KEY paths here), and with curl sent to loopback: a curl config file in
+/// `CURL_HOME` maps the Service's host and ports (`vouch.<ns>:8443`, `:9090`) to `provider`
+/// and `ops` with `connect-to`, so the URLs, the TLS name check and the script stay as
+/// rendered.
+async fn run_hook(
+    script: &str,
+    env: &std::collections::BTreeMap<String, String>,
+    files: [&Path; 3],
+    provider: SocketAddr,
+    ops: SocketAddr,
+) -> HookRun {
+    let home = tempfile::tempdir().expect("curl home");
+    let host = format!("vouch.{NAMESPACE}");
+    assert_eq!(env["PROVIDER_URL"], format!("https://{host}:8443"));
+    assert_eq!(env["OPS_URL"], format!("http://{host}:9090"));
+    std::fs::write(
+        home.path().join(".curlrc"),
+        format!(
+            "connect-to = \"{host}:8443:{}:{}\"\nconnect-to = \"{host}:9090:{}:{}\"\n",
+            provider.ip(),
+            provider.port(),
+            ops.ip(),
+            ops.port()
+        ),
+    )
+    .expect("curl config");
+    let mut env = env.clone();
+    for (name, file) in ["SERVER_CA", "CLIENT_CERT", "CLIENT_KEY"].iter().zip(files) {
+        assert!(
+            env[*name].starts_with("/etc/vouch-test/"),
+            "{name} {} is not a mounted file",
+            env[*name]
+        );
+        env.insert(name.to_string(), file.display().to_string());
+    }
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CURL_HOME", home.path())
+        .envs(&env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run /bin/sh");
+    let out = tokio::time::timeout(HOOK_RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("the helm test command did not finish in time")
+        .expect("helm test command output");
+    HookRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_helm_test_command_passes_against_the_rendered_vouch_and_says_why_it_fails() {
+    // The chart's own serving certificate (Secret vouch-tls) and config; Gatekeeper's CA and
+    // client certificate from the test PKI. No Redis: the test concerns vouch alone.
+    let cases = [
+        json!({"redis": {"enabled": false}}),
+        json!({"redis": {"enabled": false}, "test": {"verifyImage": "quay.io/acme/api:1"}}),
+    ];
+    let mut rendered = helm::render_all(&cases).into_iter();
+    let mut next = || {
+        rendered
+            .next()
+            .expect("a rendering")
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (r, unpolicied) = (next(), next());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let pki = Pki::new();
+    for (file, text) in [
+        ("tls.crt", r.secret("vouch-tls", "tls.crt")),
+        ("tls.key", r.secret("vouch-tls", "tls.key")),
+        ("server-ca.crt", r.secret("vouch-tls", "ca.crt")),
+        ("ca.crt", pki.gatekeeper_ca.cert_pem.clone()),
+        ("client.crt", pki.gatekeeper.cert_pem.clone()),
+        ("client.key", pki.gatekeeper.key_pem.clone()),
+    ] {
+        std::fs::write(path(file), text).expect("write");
+    }
+    let config = |client_ca: &Path| {
+        rewritten(
+            &r,
+            &[
+                ("/listen", json!("0.0.0.0:8443"), json!("127.0.0.1:0")),
+                ("/opsListen", json!("0.0.0.0:9090"), json!("127.0.0.1:0")),
+                (
+                    "/tls/certFile",
+                    json!("/etc/vouch/tls/tls.crt"),
+                    json!(path("tls.crt")),
+                ),
+                (
+                    "/tls/keyFile",
+                    json!("/etc/vouch/tls/tls.key"),
+                    json!(path("tls.key")),
+                ),
+                (
+                    "/tls/clientCAFile",
+                    json!("/etc/vouch/gatekeeper/ca.crt"),
+                    json!(client_ca),
+                ),
+            ],
+        )
+    };
+    let serve = |name: &str, config: Value| {
+        let file = path(name);
+        std::fs::write(&file, serde_json::to_string_pretty(&config).expect("json"))
+            .expect("write config");
+        Served::spawn(VOUCH, &[std::ffi::OsStr::new("--config"), file.as_os_str()])
+    };
+    let vouch = serve("config.yaml", config(&path("ca.crt")));
+    wait_ready(vouch.ops).await;
+    let (env, script) = hook(&r);
+    let files = [
+        path("server-ca.crt"),
+        path("client.crt"),
+        path("client.key"),
+    ];
+    let run =
+        |env: std::collections::BTreeMap<String, String>, files: [PathBuf; 3], at: &Served| {
+            let (provider, ops) = (at.provider, at.ops);
+            let script = script.clone();
+            async move {
+                let files = [files[0].as_path(), files[1].as_path(), files[2].as_path()];
+                run_hook(&script, &env, files, provider, ops).await
+            }
+        };
+
+    // Everything in place: both steps pass.
+    let ok = run(env.clone(), files.clone(), &vouch).await;
+    println!("{}{}", ok.stdout, ok.stderr);
+    assert_eq!(ok.code, Some(0), "{}{}", ok.stdout, ok.stderr);
+    assert!(
+        ok.stdout.contains("\nready"),
+        "the readiness answer: {}",
+        ok.stdout
+    );
+    assert!(
+        ok.stdout.contains(
+            r#""key":"docker.io/library/vouch-helm-test:latest","value":{"verified":true"#
+        ),
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.stdout.contains("PASS"), "{}", ok.stdout);
+
+    // No client certificate in the Secret (the copy of Gatekeeper's CA holds only ca.crt).
+    let missing = [files[0].clone(), path("absent.crt"), path("absent.key")];
+    let failed = run(env.clone(), missing, &vouch).await;
+    assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stderr.contains("FAIL: no client certificate")
+            && failed.stderr.contains("test.clientCertSecret"),
+        "{}",
+        failed.stderr
+    );
+
+    // A client certificate from another CA: vouch refuses the handshake.
+    let stranger =
+        support::Ca::new("not gatekeeper", true, None).issue(support::LeafSpec::gatekeeper());
+    std::fs::write(path("stranger.crt"), &stranger.cert_pem).expect("write");
+    std::fs::write(path("stranger.key"), &stranger.key_pem).expect("write");
+    let untrusted = [files[0].clone(), path("stranger.crt"), path("stranger.key")];
+    let failed = run(env.clone(), untrusted, &vouch).await;
+    assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stderr.contains("FAIL: /v1/verify failed")
+            && failed.stderr.contains("client certificate"),
+        "{}",
+        failed.stderr
+    );
+
+    // An image no allow policy covers: vouch answers, not verified, and the check says so.
+    let (other_env, other_script) = hook(&unpolicied);
+    assert_eq!(other_script, script);
+    assert_eq!(other_env["VERIFY_IMAGE"], "quay.io/acme/api:1");
+    let failed = run(other_env, files.clone(), &vouch).await;
+    assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stdout.contains(r#""code":"no-policy""#),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("FAIL: quay.io/acme/api:1 was not verified"),
+        "{}",
+        failed.stderr
+    );
+
+    // vouch without its client CA (the Secret not there yet): not ready, and the readiness
+    // answer is shown.
+    let not_ready = serve("not-ready.yaml", config(&path("no-such-ca.crt")));
+    let failed = run(env, files, &not_ready).await;
+    assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("FAIL: vouch is not ready through Service vouch")
+            && failed.stderr.contains("no-such-ca.crt"),
+        "{}",
+        failed.stderr
     );
 }

@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 use vouch::config::Config;
 
+pub mod dockerfile;
 pub mod faults;
 pub mod gatekeeper;
 pub mod helm;

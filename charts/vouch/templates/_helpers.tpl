@@ -18,6 +18,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+Labels of the `helm test` Pod (templates/helm-test.yaml). Not vouch's selector labels, so
+the Service never sends it traffic; vouch's NetworkPolicy admits pods with these labels.
+*/}}
+{{- define "vouch.testSelectorLabels" -}}
+app.kubernetes.io/name: vouch-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
+The image reference the `helm test` Pod asks /v1/verify about: test.verifyImage, or else a
+made-up repository under the first scope of the first cluster-wide policy (no
+`namespaces`) with `action: allow`, which vouch admits without contacting a registry
+(`docker.io/library/*` gives docker.io/library/vouch-helm-test:latest, an exact scope
+`r.example/app` gives r.example/app:latest). Empty when neither exists.
+*/}}
+{{- define "vouch.testVerifyImage" -}}
+{{- $image := .Values.test.verifyImage | default "" -}}
+{{- if not $image -}}
+{{- range .Values.policies -}}
+{{- if and (not $image) (eq (toString .action) "allow") (not .namespaces) .scopes -}}
+{{- $scope := first .scopes | toString -}}
+{{- if hasSuffix "/*" $scope -}}
+{{- $image = printf "%s/vouch-helm-test:latest" (trimSuffix "/*" $scope) -}}
+{{- else -}}
+{{- $image = printf "%s:latest" $scope -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $image -}}
+{{- end }}
+
+{{/*
 The container image: image.repository, and image.tag or the chart's appVersion.
 */}}
 {{- define "vouch.image" -}}
