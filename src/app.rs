@@ -102,6 +102,11 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
         config.verification_budget.get(),
         metrics.clone(),
     );
+    // Sampled at each scrape; held weakly, since the caches hold the metrics.
+    let sampled = Arc::downgrade(&caches);
+    metrics.sample_cache_sizes(Box::new(move || {
+        sampled.upgrade().map(|c| c.sizes()).unwrap_or_default()
+    }));
     let mut mutate_engine: Option<Arc<dyn Engine>> = None;
     let verify_engine: Arc<dyn Engine> = match options.verify_engine {
         Some(e) => {
@@ -144,6 +149,9 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
     reloader.tick().await;
     tasks.spawn(reloader.run(config.tls.reload_interval.get(), shutdown.clone()));
 
+    metrics.set_deadline(Endpoint::Verify, config.deadline.get());
+    metrics.set_deadline(Endpoint::Claims, config.deadline.get());
+    metrics.set_deadline(Endpoint::Mutate, config.mutate_deadline.get());
     let verify = Arc::new(Exchange {
         endpoint: Endpoint::Verify,
         engine: verify_engine,
@@ -180,6 +188,7 @@ pub async fn start(config: Config, options: Options) -> anyhow::Result<Running> 
             engine: Arc::new(crate::claims::ClaimsEngine {
                 store,
                 ttl: config.claims.ttl.get(),
+                metrics: metrics.clone(),
             }),
             deadline: config.deadline.get(),
             idempotent: false,

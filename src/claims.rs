@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, ErrorCode, KeyError, Outcome};
+use crate::metrics::{ClaimOutcome, Metrics};
 use crate::protocol::Json;
 use crate::redis::{Redis, RedisError};
 
@@ -249,6 +250,8 @@ impl ClaimStore for RedisStore {
 pub(crate) struct ClaimsEngine {
     pub store: Arc<dyn ClaimStore>,
     pub ttl: Duration,
+    /// Claims granted and refused are counted (`vouch_claims_total`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine for ClaimsEngine {
@@ -261,7 +264,16 @@ impl Engine for ClaimsEngine {
                 }
             };
             match self.store.decide(&claim, self.ttl).await {
-                Ok(result) => Outcome::Value(Json::new(&result)),
+                Ok(result) => {
+                    if claim.mode == Mode::Claim {
+                        self.metrics.claim(if result.granted {
+                            ClaimOutcome::Granted
+                        } else {
+                            ClaimOutcome::Refused
+                        });
+                    }
+                    Outcome::Value(Json::new(&result))
+                }
                 Err(why) => Outcome::Transient(format!("claim store unreachable: {why}")),
             }
         }

@@ -3,6 +3,7 @@
 //! Every label value comes from a closed enum in this file, never from a request: no image
 //! references, no error strings, so cardinality is fixed no matter what clients send.
 
+use crate::verdict::SignatureFormat;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -18,6 +19,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [Endpoint; 4] = [
+        Endpoint::Verify,
+        Endpoint::Mutate,
+        Endpoint::Claims,
+        Endpoint::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Verify => "verify",
@@ -40,6 +49,13 @@ pub enum RequestOutcome {
 }
 
 impl RequestOutcome {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [RequestOutcome; 3] = [
+        RequestOutcome::Ok,
+        RequestOutcome::SystemError,
+        RequestOutcome::Rejected,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Ok => "ok",
@@ -59,6 +75,14 @@ pub enum KeyOutcome {
 }
 
 impl KeyOutcome {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [KeyOutcome; 4] = [
+        KeyOutcome::Verdict,
+        KeyOutcome::Error,
+        KeyOutcome::Transient,
+        KeyOutcome::Deadline,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             KeyOutcome::Verdict => "verdict",
@@ -81,6 +105,16 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [HandshakeFailure; 6] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NoClientCert,
+        HandshakeFailure::BadClientCert,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::NotReady,
+        HandshakeFailure::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HandshakeFailure::Timeout => "timeout",
@@ -102,6 +136,9 @@ pub enum ShedPhase {
 }
 
 impl ShedPhase {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [ShedPhase; 3] = [ShedPhase::Handshake, ShedPhase::NoRequest, ShedPhase::Idle];
+
     fn as_str(self) -> &'static str {
         match self {
             ShedPhase::Handshake => "handshake",
@@ -125,6 +162,18 @@ pub enum CacheKind {
 }
 
 impl CacheKind {
+    /// The caches held in this process, whose entries `vouch_cache_entries` counts.
+    pub(crate) const IN_PROCESS: [CacheKind; 3] =
+        [CacheKind::Verdict, CacheKind::Tag, CacheKind::Key];
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [CacheKind; 5] = [
+        CacheKind::Verdict,
+        CacheKind::Tag,
+        CacheKind::Key,
+        CacheKind::Shared,
+        CacheKind::SharedKey,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             CacheKind::Verdict => "verdict",
@@ -157,6 +206,14 @@ pub enum VerificationOutcome {
 }
 
 impl VerificationOutcome {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [VerificationOutcome; 4] = [
+        VerificationOutcome::Verified,
+        VerificationOutcome::Failed,
+        VerificationOutcome::Error,
+        VerificationOutcome::Transient,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             VerificationOutcome::Verified => "verified",
@@ -183,6 +240,15 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [SkipReason; 5] = [
+        SkipReason::Unreadable,
+        SkipReason::Missing,
+        SkipReason::DigestMismatch,
+        SkipReason::Malformed,
+        SkipReason::OverLimit,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             SkipReason::Unreadable => "unreadable",
@@ -206,6 +272,12 @@ pub enum IgnoredAttestation {
 }
 
 impl IgnoredAttestation {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [IgnoredAttestation; 2] = [
+        IgnoredAttestation::Unverified,
+        IgnoredAttestation::Unreadable,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             IgnoredAttestation::Unverified => "unverified",
@@ -230,6 +302,25 @@ impl RevocationMethod {
     }
 }
 
+/// Which certificate an expiry timestamp is about, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Certificate {
+    /// The provider's serving certificate (its leaf).
+    Serving,
+    /// The CA that signs Gatekeeper's client certificates (the earliest expiry in the
+    /// bundle).
+    ClientCa,
+}
+
+impl Certificate {
+    fn as_str(self) -> &'static str {
+        match self {
+            Certificate::Serving => "serving",
+            Certificate::ClientCa => "client_ca",
+        }
+    }
+}
+
 /// How a revocation fetch ended, as a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationFetch {
@@ -250,6 +341,49 @@ impl RevocationFetch {
         }
     }
 }
+
+/// What a `/v1/claims` claim came to, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The owner holds the value now (a first claim or a renewal).
+    Granted,
+    /// Another owner holds it.
+    Refused,
+}
+
+impl ClaimOutcome {
+    /// Every value, for initialising the labelled series at zero.
+    const ALL: [ClaimOutcome; 2] = [ClaimOutcome::Granted, ClaimOutcome::Refused];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ClaimOutcome::Granted => "granted",
+            ClaimOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// Reads the number of entries of the in-process caches when `/metrics` is scraped.
+pub(crate) type CacheSizes = Box<dyn Fn() -> Vec<(CacheKind, u64)> + Send + Sync>;
+
+/// Status classes of `vouch_registry_requests_total`: HTTP classes, or `error` when no
+/// answer came (connection, TLS, timeout).
+const REGISTRY_STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// The signature formats, as `vouch_signature_candidates_skipped_total` labels them.
+const SIGNATURE_FORMATS: [SignatureFormat; 3] = [
+    SignatureFormat::Cosign,
+    SignatureFormat::Notation,
+    SignatureFormat::Sigstore,
+];
+
+/// Buckets of the request, registry request and verification histograms, in seconds: from
+/// a warm connection's round trip to past the default deadline (2.5 s).
+/// Finer near the default deadlines (900 ms, 2.5 s), where the alert on latency close to
+/// the deadline interpolates.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0,
+];
 
 /// All metric families of the process.
 pub struct Metrics {
@@ -276,6 +410,15 @@ pub struct Metrics {
     config_last_reload_ok: IntGauge,
     config_last_reload_time: prometheus::Gauge,
     runtime_tasks: IntGauge,
+    tls_last_reload_ok: IntGauge,
+    certificate_expiry: prometheus::GaugeVec,
+    registry_duration: HistogramVec,
+    verification_duration: HistogramVec,
+    claims: IntCounterVec,
+    cache_entries: IntGaugeVec,
+    cache_sizes: std::sync::Mutex<Option<CacheSizes>>,
+    ready: IntGauge,
+    deadline: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -297,9 +440,7 @@ impl Metrics {
                 "vouch_request_duration_seconds",
                 "Time from request arrival to response, by endpoint.",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["endpoint"],
         )
         .expect("valid metric");
@@ -434,6 +575,82 @@ impl Metrics {
              back to its idle level when the load stops, or tasks are leaking.",
         )
         .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "vouch_build_info",
+                "Always 1; the version of the running binary is its label.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        let tls_last_reload_ok = IntGauge::new(
+            "vouch_tls_last_reload_successful",
+            "1 when the last change of certificate, key or client CA files built a serving \
+             config, 0 when it did not (the previous certificate keeps serving) or none has \
+             loaded yet.",
+        )
+        .expect("valid metric");
+        let certificate_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "vouch_tls_certificate_expiry_timestamp_seconds",
+                "When the serving certificate (certificate=\"serving\", its leaf) and the client \
+                 CA (certificate=\"client_ca\", the earliest in the bundle) in use expire, in \
+                 Unix seconds; absent until loaded, and client_ca without client \
+                 authentication.",
+            ),
+            &["certificate"],
+        )
+        .expect("valid metric");
+        let registry_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vouch_registry_request_duration_seconds",
+                "Time from sending an HTTP request to a registry to its response headers (or \
+                 its failure), by configured registry host.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["registry"],
+        )
+        .expect("valid metric");
+        let verification_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vouch_verification_duration_seconds",
+                "Time one verification (the verifiers run on one digest, signature discovery \
+                 included) took, by outcome; cache answers are not verifications.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let claims = counter(
+            "vouch_claims_total",
+            "Claims (mode claim) decided by the claims store: granted (first claim or \
+             renewal) or refused (another owner holds the value).",
+            &["outcome"],
+        );
+        let cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "vouch_cache_entries",
+                "Entries in the in-process caches (verdict, tag, key) when scraped; moka's \
+                 count, which may lag recent inserts and expiries by a moment.",
+            ),
+            &["cache"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            "vouch_ready",
+            "1 when /readyz answers 200 (config, trust material and a serving certificate \
+             loaded), 0 otherwise; read at each scrape.",
+        )
+        .expect("valid metric");
+        let deadline = prometheus::GaugeVec::new(
+            Opts::new(
+                "vouch_deadline_seconds",
+                "The configured answer deadline of each provider endpoint (deadline, \
+                 mutateDeadline): what request latency is compared with.",
+            ),
+            &["endpoint"],
+        )
+        .expect("valid metric");
         // Open file descriptors, resident memory, threads and CPU of this process, from
         // /proc: with the task gauge, what a soak or fault campaign watches for leaks.
         let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -461,10 +678,22 @@ impl Metrics {
             Box::new(handshake_failures.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(connections_open.clone()),
+            Box::new(build_info.clone()),
+            Box::new(tls_last_reload_ok.clone()),
+            Box::new(certificate_expiry.clone()),
+            Box::new(registry_duration.clone()),
+            Box::new(verification_duration.clone()),
+            Box::new(claims.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(ready.clone()),
+            Box::new(deadline.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
-        Metrics {
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let metrics = Metrics {
             revocation_fetches,
             revocation_cache,
             registry,
@@ -488,6 +717,131 @@ impl Metrics {
             config_last_reload_ok,
             config_last_reload_time,
             runtime_tasks,
+            tls_last_reload_ok,
+            certificate_expiry,
+            registry_duration,
+            verification_duration,
+            claims,
+            cache_entries,
+            cache_sizes: std::sync::Mutex::new(None),
+            ready,
+            deadline,
+        };
+        metrics.initialise();
+        metrics
+    }
+
+    /// Creates every series whose label values are known in advance (all of them but the
+    /// registry hosts, see [`Metrics::registry_configured`]) at zero, so a scrape of a fresh
+    /// process lists them: `rate()` and `increase()` then see the first increment, and
+    /// dashboards and alerts have series to show before anything happened.
+    fn initialise(&self) {
+        for endpoint in Endpoint::ALL {
+            let e = endpoint.as_str();
+            for outcome in RequestOutcome::ALL {
+                self.requests.with_label_values(&[e, outcome.as_str()]);
+            }
+            self.duration.with_label_values(&[e]);
+            self.in_flight.with_label_values(&[e]);
+            if endpoint != Endpoint::Other {
+                for outcome in KeyOutcome::ALL {
+                    self.keys.with_label_values(&[e, outcome.as_str()]);
+                }
+            }
+        }
+        for why in HandshakeFailure::ALL {
+            self.handshake_failures.with_label_values(&[why.as_str()]);
+        }
+        for result in ["success", "failure"] {
+            self.tls_reloads.with_label_values(&[result]);
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for phase in ShedPhase::ALL {
+            self.connections_shed.with_label_values(&[phase.as_str()]);
+        }
+        for cache in CacheKind::ALL {
+            let c = cache.as_str();
+            self.cache_hits.with_label_values(&[c]);
+            self.cache_misses.with_label_values(&[c]);
+            self.cache_coalesced.with_label_values(&[c]);
+        }
+        for cache in CacheKind::IN_PROCESS {
+            self.cache_entries.with_label_values(&[cache.as_str()]);
+        }
+        for outcome in VerificationOutcome::ALL {
+            self.verifications.with_label_values(&[outcome.as_str()]);
+            self.verification_duration
+                .with_label_values(&[outcome.as_str()]);
+        }
+        for format in SIGNATURE_FORMATS {
+            for reason in SkipReason::ALL {
+                self.signatures_skipped
+                    .with_label_values(&[format.as_str(), reason.as_str()]);
+            }
+        }
+        for reason in IgnoredAttestation::ALL {
+            self.attestations_ignored
+                .with_label_values(&[reason.as_str()]);
+        }
+        for outcome in ClaimOutcome::ALL {
+            self.claims.with_label_values(&[outcome.as_str()]);
+        }
+    }
+
+    /// A registry host vouch has a client for: its request series start at zero. Hosts come
+    /// from the config only (a policy scope's host), so the label set stays bounded.
+    pub fn registry_configured(&self, registry: &str) {
+        for class in REGISTRY_STATUS_CLASSES {
+            self.registry_requests.with_label_values(&[registry, class]);
+        }
+        self.registry_duration.with_label_values(&[registry]);
+    }
+
+    /// How `/metrics` learns the caches' sizes (sampled at each scrape). The closure should
+    /// hold the caches weakly: they hold these metrics.
+    pub(crate) fn sample_cache_sizes(&self, sizes: CacheSizes) {
+        if let Ok(mut s) = self.cache_sizes.lock() {
+            *s = Some(sizes);
+        }
+    }
+
+    /// Whether the process is ready, as `/readyz` would answer now.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The answer deadline of a provider endpoint (fixed for the life of the process).
+    pub fn set_deadline(&self, endpoint: Endpoint, deadline: std::time::Duration) {
+        self.deadline
+            .with_label_values(&[endpoint.as_str()])
+            .set(deadline.as_secs_f64());
+    }
+
+    /// A claim decided by the store (`check`s are not counted: they grant nothing).
+    pub fn claim(&self, outcome: ClaimOutcome) {
+        self.claims.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// The certificates a TLS load put into service: their expiry timestamps (Unix
+    /// seconds). `client_ca` is `None` without client authentication, and its series is
+    /// then removed.
+    pub fn certificates_loaded(&self, serving: Option<f64>, client_ca: Option<f64>) {
+        for (which, at) in [
+            (Certificate::Serving, serving),
+            (Certificate::ClientCa, client_ca),
+        ] {
+            match at {
+                Some(t) => self
+                    .certificate_expiry
+                    .with_label_values(&[which.as_str()])
+                    .set(t),
+                None => {
+                    // Absent is the truth; a stale or zero timestamp would mislead alerts.
+                    let _ = self
+                        .certificate_expiry
+                        .remove_label_values(&[which.as_str()]);
+                }
+            }
         }
     }
 
@@ -501,11 +855,14 @@ impl Metrics {
         family.with_label_values(&[cache.as_str()]).inc();
     }
 
-    /// One finished verification, by outcome.
-    pub fn verification(&self, outcome: VerificationOutcome) {
+    /// One finished verification, by outcome, and how long it took.
+    pub fn verification(&self, outcome: VerificationOutcome, seconds: f64) {
         self.verifications
             .with_label_values(&[outcome.as_str()])
             .inc();
+        self.verification_duration
+            .with_label_values(&[outcome.as_str()])
+            .observe(seconds);
     }
 
     /// `n` attestations not evaluated, and why.
@@ -526,15 +883,19 @@ impl Metrics {
         }
     }
 
-    /// `registry` is a configured host (only those get clients), so the label set is bounded.
-    pub fn registry_request(&self, registry: &str, status: Option<u16>) {
+    /// `registry` is a configured host (only those get clients), so the label set is bounded;
+    /// `seconds` is the time to the response headers or the failure.
+    pub fn registry_request(&self, registry: &str, status: Option<u16>, seconds: f64) {
         let class = match status {
-            Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(s / 100) - 1],
+            Some(s @ 100..=599) => REGISTRY_STATUS_CLASSES[usize::from(s / 100) - 1],
             _ => "error",
         };
         self.registry_requests
             .with_label_values(&[registry, class])
             .inc();
+        self.registry_duration
+            .with_label_values(&[registry])
+            .observe(seconds);
     }
 
     /// One OCSP or CRL fetch, by how it ended.
@@ -624,11 +985,13 @@ impl Metrics {
             .inc();
     }
 
-    /// A TLS reload attempt (`ok` when a new config was built and swapped in).
+    /// A TLS reload attempt (`ok` when a new config was built and swapped in): counted, and
+    /// the last-reload gauge set.
     pub fn tls_reloaded(&self, ok: bool) {
         self.tls_reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+        self.tls_last_reload_ok.set(i64::from(ok));
     }
 
     /// The text exposition format (`text/plain; version=0.0.4`).
@@ -636,6 +999,15 @@ impl Metrics {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             self.runtime_tasks
                 .set(i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
+        if let Ok(sizes) = self.cache_sizes.lock()
+            && let Some(sizes) = sizes.as_ref()
+        {
+            for (cache, n) in sizes() {
+                self.cache_entries
+                    .with_label_values(&[cache.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         let mut buf = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which we never build.
@@ -697,6 +1069,93 @@ mod tests {
         );
         assert!(text.contains("process_open_fds "), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+
+    #[test]
+    fn labelled_series_exist_at_zero_before_their_first_increment() {
+        let m = Metrics::new();
+        m.registry_configured("registry.example:5000");
+        let text = m.encode();
+        for line in [
+            "vouch_build_info{version=\"".to_string() + env!("CARGO_PKG_VERSION") + "\"} 1",
+            "vouch_claims_total{outcome=\"granted\"} 0".into(),
+            "vouch_claims_total{outcome=\"refused\"} 0".into(),
+            "vouch_requests_total{endpoint=\"verify\",outcome=\"system_error\"} 0".into(),
+            "vouch_keys_total{endpoint=\"claims\",outcome=\"deadline\"} 0".into(),
+            "vouch_verifications_total{outcome=\"transient\"} 0".into(),
+            "vouch_verification_duration_seconds_count{outcome=\"failed\"} 0".into(),
+            "vouch_cache_hits_total{cache=\"shared_key\"} 0".into(),
+            "vouch_cache_entries{cache=\"tag\"} 0".into(),
+            "vouch_config_reloads_total{result=\"failure\"} 0".into(),
+            "vouch_tls_handshake_failures_total{reason=\"not_ready\"} 0".into(),
+            "vouch_signature_candidates_skipped_total{format=\"sigstore\",reason=\"over_limit\"} 0"
+                .into(),
+            "vouch_registry_requests_total{registry=\"registry.example:5000\",status=\"error\"} 0"
+                .into(),
+            "vouch_registry_request_duration_seconds_count{registry=\"registry.example:5000\"} 0"
+                .into(),
+        ] {
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        // No keys on non-provider paths; no expiry until certificates are loaded.
+        assert!(
+            !text.contains("vouch_keys_total{endpoint=\"other\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("vouch_tls_certificate_expiry_timestamp_seconds{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn certificate_expiry_follows_the_loaded_material() {
+        let m = Metrics::new();
+        m.certificates_loaded(Some(2.0e9), Some(1.9e9));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "vouch_tls_certificate_expiry_timestamp_seconds{certificate=\"client_ca\"} 1900000000"
+            ),
+            "{text}"
+        );
+        // Client authentication turned off: the client CA's series goes, not to zero.
+        m.certificates_loaded(Some(2.1e9), None);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "vouch_tls_certificate_expiry_timestamp_seconds{certificate=\"serving\"} 2100000000"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(
+                "vouch_tls_certificate_expiry_timestamp_seconds{certificate=\"client_ca\"}"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cache_sizes_are_sampled_at_each_scrape() {
+        let m = Metrics::new();
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let seen = n.clone();
+        m.sample_cache_sizes(Box::new(move || {
+            vec![(
+                CacheKind::Verdict,
+                seen.load(std::sync::atomic::Ordering::SeqCst),
+            )]
+        }));
+        assert!(
+            m.encode()
+                .contains("vouch_cache_entries{cache=\"verdict\"} 3")
+        );
+        n.store(5, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            m.encode()
+                .contains("vouch_cache_entries{cache=\"verdict\"} 5")
+        );
     }
 
     #[tokio::test]

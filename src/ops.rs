@@ -116,6 +116,7 @@ impl Readiness {
 }
 
 pub(crate) fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
+    let scraped = readiness.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -140,7 +141,11 @@ pub(crate) fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                let readiness = scraped.clone();
                 async move {
+                    // What /readyz would answer now, for alerts on a replica that stays
+                    // unready (its pod is then out of the Service, but still scraped).
+                    metrics.set_ready(readiness.check().is_ok());
                     (
                         [(
                             header::CONTENT_TYPE,

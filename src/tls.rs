@@ -102,6 +102,26 @@ pub(crate) fn server_config(
     Ok(config)
 }
 
+/// When the certificates of a PEM bundle expire, in Unix seconds: the first certificate's
+/// (`leaf_only`: a serving chain, whose leaf expires first in any sane rotation) or the
+/// earliest of all (a CA bundle, whose first expiring CA is what breaks). `None` when no
+/// certificate parses, which [`server_config`] has already refused.
+fn first_expiry(pem: &[u8], leaf_only: bool) -> Option<f64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let certs = parse_certs("certificate", pem).ok()?;
+    let take = if leaf_only { 1 } else { certs.len() };
+    certs
+        .iter()
+        .take(take)
+        .filter_map(|der| {
+            let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+            Some(cert.validity().not_after.timestamp())
+        })
+        .min()
+        // Unix seconds fit an f64 exactly for any date a certificate can carry.
+        .map(|t| t as f64)
+}
+
 /// A certificate authority and a serving certificate made at start-up when no TLS files are
 /// configured (development only).
 pub(crate) struct DevPki {
@@ -303,6 +323,12 @@ impl Reloader {
                 let first = self.state.current().is_none();
                 self.state.current.store(Some(Arc::new(config)));
                 self.metrics.tls_reloaded(true);
+                self.metrics.certificates_loaded(
+                    first_expiry(&m.cert, true),
+                    m.client_ca
+                        .as_deref()
+                        .and_then(|ca| first_expiry(ca, false)),
+                );
                 if first {
                     tracing::info!(
                         client_auth = self.source.client_auth(),
@@ -350,6 +376,25 @@ mod tests {
             Some(pki.ca_pem.as_bytes()),
         );
         assert!(ca.is_ok(), "client CA config");
+    }
+
+    /// A self-signed certificate valid until 1 January of `year`, as PEM.
+    fn valid_until(year: i32) -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_string()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        params.self_signed(&key).expect("certificate").pem()
+    }
+
+    #[test]
+    fn expiry_of_the_leaf_and_the_earliest_ca() {
+        let (y2030, y2040) = (1_893_456_000.0, 2_208_988_800.0);
+        let chain = format!("{}{}", valid_until(2040), valid_until(2030));
+        // A serving chain: its leaf (first), even when an intermediate expires earlier.
+        assert_eq!(first_expiry(chain.as_bytes(), true), Some(y2040));
+        // A CA bundle: the earliest.
+        assert_eq!(first_expiry(chain.as_bytes(), false), Some(y2030));
+        assert_eq!(first_expiry(b"not pem", false), None);
     }
 
     #[test]

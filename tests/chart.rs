@@ -21,6 +21,8 @@
 //!   both; the `helm test` Pod is a locked-down, digest-pinned test hook that calls
 //!   `/readyz` and `/v1/verify` at the Provider's URL with a client certificate, for a key
 //!   the rendered config admits (`vouch verify` says so).
+//! - The Grafana dashboard and the alert rules are opt-in, and install exactly the files
+//!   `tests/prometheus.rs` runs on a real Prometheus.
 //! - The Dockerfile builds with `--locked` from a context holding every file the crate
 //!   compiles in, and runs as a non-root user exposing 8443 and 9090.
 //!
@@ -193,6 +195,9 @@ fn option_cases() -> Vec<Value> {
         json!({"certManager": {"enabled": true, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer",
                                                             "group": "cert-manager.io"}}}),
         json!({"serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}}}),
+        json!({"grafanaDashboard": {"enabled": true, "labels": {"grafana_dashboard": "1", "team": "platform"},
+                                    "annotations": {"grafana_folder": "Gatekeeper"}, "namespace": "monitoring"},
+               "prometheusRule": {"enabled": true, "labels": {"release": "prom"}}}),
         json!({"podDisruptionBudget": {"enabled": false}}),
         json!({"gatekeeper": {"manifests": false}}),
         json!({"gatekeeper": {"constraints": "never", "caSecretName": "gatekeeper-ca",
@@ -330,10 +335,11 @@ const GATEKEEPER_APIS: [&str; 5] = [
     "mutations.gatekeeper.sh/",
     "syncset.gatekeeper.sh/",
 ];
-const OTHER_CRDS: [(&str, &str); 3] = [
+const OTHER_CRDS: [(&str, &str); 4] = [
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 ];
 
 /// Checks every object of one rendering; returns the kinds seen.
@@ -410,6 +416,7 @@ fn every_documented_option_renders_valid_kubernetes_and_gatekeeper_objects() {
         "StatefulSet",
         "NetworkPolicy",
         "ServiceMonitor",
+        "PrometheusRule",
         "Issuer",
         "Certificate",
         "Provider",
@@ -1289,6 +1296,70 @@ fn every_value_read_exists_and_is_documented_and_every_value_is_read() {
     );
     assert_eq!(values["certManager"]["enabled"], false);
     assert_eq!(values["serviceMonitor"]["enabled"], false);
+    assert_eq!(values["grafanaDashboard"]["enabled"], false);
+    assert_eq!(values["prometheusRule"]["enabled"], false);
+}
+
+/// The dashboard and the alerts are opt-in, and what the chart installs is, unchanged, the
+/// files `tests/prometheus.rs` runs on a real Prometheus and promtool tests.
+#[test]
+fn the_dashboard_and_the_alerts_are_opt_in_and_install_the_tested_files() {
+    let dashboard: Value = serde_json::from_str(&read(&chart().join("files/dashboard.json")))
+        .expect("files/dashboard.json is JSON");
+    let alerts = documents(&read(&chart().join("files/alerts.yaml")), "alerts.yaml");
+    assert_eq!(alerts.len(), 1, "alerts.yaml is one document");
+    let cases = [
+        json!({}),
+        json!({"grafanaDashboard": {"enabled": true}, "prometheusRule": {"enabled": true}}),
+        json!({"grafanaDashboard": {"enabled": true, "annotations": {"grafana_folder": "Gatekeeper"},
+                                    "namespace": "monitoring"},
+               "prometheusRule": {"enabled": true, "labels": {"release": "prom"}}}),
+    ];
+    let mut rendered = render_all(&cases).into_iter().map(|r| r.expect("renders"));
+    let off = rendered.next().expect("default");
+    assert!(
+        off.find("ConfigMap", "vouch-dashboard").is_none(),
+        "{:?}",
+        off.names()
+    );
+    assert!(
+        !off.objects
+            .iter()
+            .any(|o| o.value["kind"] == "PrometheusRule"),
+        "{:?}",
+        off.names()
+    );
+
+    let on = rendered.next().expect("enabled");
+    let cm = on.object("ConfigMap", "vouch-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1", "{cm}");
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    let shipped: Value =
+        serde_json::from_str(cm["data"]["vouch.json"].as_str().expect("vouch.json"))
+            .expect("the ConfigMap's dashboard is JSON");
+    assert_eq!(shipped, dashboard);
+    let rule = on.object("PrometheusRule", "vouch");
+    assert_eq!(
+        rule["spec"], alerts[0],
+        "the rules are files/alerts.yaml unchanged"
+    );
+    assert_eq!(
+        rule["metadata"]["labels"]["app.kubernetes.io/name"],
+        "vouch"
+    );
+
+    let placed = rendered.next().expect("placed");
+    let cm = placed.object("ConfigMap", "vouch-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        cm["metadata"]["annotations"]["grafana_folder"],
+        "Gatekeeper"
+    );
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        placed.object("PrometheusRule", "vouch")["metadata"]["labels"]["release"],
+        "prom"
+    );
 }
 
 #[test]
@@ -1522,6 +1593,12 @@ fn optional_objects_follow_their_switches() {
         (
             json!({"serviceMonitor": {"enabled": true}}),
             "ServiceMonitor",
+            1,
+        ),
+        (json!({}), "PrometheusRule", 0),
+        (
+            json!({"prometheusRule": {"enabled": true}}),
+            "PrometheusRule",
             1,
         ),
         (json!({}), "VouchVerification", 0),

@@ -264,10 +264,12 @@ impl Caches {
             .await
         {
             Ok(entry) => {
-                if !entry.is_fresh() {
-                    self.metrics
-                        .cache_event(CacheKind::Key, CacheEvent::Coalesced);
-                }
+                let event = if entry.is_fresh() {
+                    CacheEvent::Miss
+                } else {
+                    CacheEvent::Coalesced
+                };
+                self.metrics.cache_event(CacheKind::Key, event);
                 Outcome::Value(entry.into_value().0)
             }
             Err(outcome) => (*outcome).clone(),
@@ -345,6 +347,17 @@ impl Caches {
         };
         self.metrics.cache_event(CacheKind::Tag, event);
         Ok(entry.into_value())
+    }
+
+    /// Entries held now by the verdict, tag and key (front) caches, for
+    /// `vouch_cache_entries`. moka counts lazily: recent inserts and expiries may not show
+    /// yet.
+    pub fn sizes(&self) -> Vec<(CacheKind, u64)> {
+        vec![
+            (CacheKind::Verdict, self.verdicts.entry_count()),
+            (CacheKind::Tag, self.tags.entry_count()),
+            (CacheKind::Key, self.front.entry_count()),
+        ]
     }
 
     /// How much longer a resolution made at `at` may be used.

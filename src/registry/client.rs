@@ -99,6 +99,7 @@ impl RegistryClient {
             builder = builder.tls_backend_preconfigured(tls);
         }
         let http = builder.build().map_err(|e| fail(e.to_string()))?;
+        metrics.registry_configured(&host);
         Ok(RegistryClient {
             host: host.clone(),
             base: format!("{scheme}://{api_host}"),

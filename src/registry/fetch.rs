@@ -351,13 +351,15 @@ impl RegistryClient {
             .await
             .map_err(|_| self.out_of_budget("waiting for a connection slot"))?
             .map_err(|_| self.error(ErrorKind::Transient, "registry client closed"))?;
+        let sent = Instant::now();
         let result = tokio::time::timeout_at(budget, req.send()).await;
         drop(permit);
         let status = match &result {
             Ok(Ok(r)) => Some(r.status().as_u16()),
             _ => None,
         };
-        self.metrics.registry_request(&self.host, status);
+        self.metrics
+            .registry_request(&self.host, status, sent.elapsed().as_secs_f64());
         result.map_err(|_| self.out_of_budget(doing))
     }
 }

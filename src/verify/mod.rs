@@ -151,6 +151,9 @@ pub(crate) struct VerifyEngine {
     /// OCSP and CRL fetching for Notary Project chains (only hosts verifiers allow).
     revocation: Revocation,
     metrics: Arc<Metrics>,
+    /// Whether each verdict reached is logged (`info`, one line): on in `vouch serve`,
+    /// off on the command line, which prints its verdicts itself.
+    log_verdicts: bool,
 }
 
 impl VerifyEngine {
@@ -158,7 +161,9 @@ impl VerifyEngine {
     pub(crate) fn standalone(config: &Config) -> Result<VerifyEngine, EngineError> {
         let metrics = Arc::new(Metrics::new());
         let caches = Caches::new(&config.cache, metrics.clone());
-        VerifyEngine::new(config, caches, metrics)
+        let mut engine = VerifyEngine::new(config, caches, metrics)?;
+        engine.log_verdicts = false;
+        Ok(engine)
     }
 
     /// Loads every policy's trust material and builds the registry clients. `caches` may be
@@ -243,6 +248,7 @@ impl VerifyEngine {
             cache_config: config.cache.clone(),
             generation: generation(config),
             metrics,
+            log_verdicts: true,
         })
     }
 
@@ -260,6 +266,7 @@ impl VerifyEngine {
         match decide(key, &self.policies) {
             // Reached from the key and the config alone: as valid as the config.
             Decision::Verdict(report) => {
+                self.verdict_reached(&report);
                 let json = report.to_json();
                 let fresh_for = self.cache_config.verified_ttl.get();
                 self.caches
@@ -301,7 +308,16 @@ impl VerifyEngine {
         let budget = Instant::now() + self.budget;
         let resolved = match self.resolve(image, policy, budget).await {
             Ok(r) => r,
-            Err(e) => return not_cached(registry_outcome(e, &reference, &policy.name)),
+            Err(e) => {
+                let outcome = match registry_outcome(e, &reference, &policy.name) {
+                    Ok(report) => {
+                        self.verdict_reached(&report);
+                        Outcome::Value(report.to_json())
+                    }
+                    Err(outcome) => outcome,
+                };
+                return not_cached(outcome);
+            }
         };
         let subject = &resolved.descriptor;
         let client = match self.client_for(image, policy) {
@@ -372,7 +388,8 @@ impl VerifyEngine {
         index: &Descriptor,
         budget: Instant,
     ) -> Result<CachedVerdict, Outcome> {
-        let settle = |e: RegistryError| self.settle(image, policy, &index.digest, e);
+        let started = Instant::now();
+        let settle = |e: RegistryError| self.settle(image, policy, &index.digest, e, started);
         let mut index_denial = None;
         if policy.platforms == Platforms::IndexOrEach {
             let v = self
@@ -398,6 +415,7 @@ impl VerifyEngine {
                 report.reference = image.to_string();
                 report.policy = policy.name.clone();
                 report.digest = index.digest.clone();
+                self.verdict_reached(&report);
                 let ttl = ttl_for(false, None, now, &self.cache_config);
                 return Ok(CachedVerdict::new(report, ttl));
             }
@@ -464,6 +482,7 @@ impl VerifyEngine {
         };
         report.digest = index.digest.clone();
         report.platforms = reports;
+        self.verdict_reached(&report);
         let ttl = ttl_for(report.verified, None, now, &self.cache_config);
         Ok(CachedVerdict::new(report, ttl))
     }
@@ -539,6 +558,27 @@ impl VerifyEngine {
         Instant::now() + self.budget
     }
 
+    /// Logs a verdict where it was reached (never when a cache answers): one `info` line
+    /// per outcome, so an admitted or denied image leaves a trace however many requests
+    /// name it. Only what the report says publicly: no credentials, no signatures.
+    fn verdict_reached(&self, report: &Report) {
+        if !self.log_verdicts {
+            return;
+        }
+        let code = serde_json::to_value(report.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        tracing::info!(
+            image = %report.reference,
+            digest = %report.digest,
+            policy = %report.policy,
+            verified = report.verified,
+            code = %code,
+            "verdict"
+        );
+    }
+
     /// Runs the policy's verifiers on one digest: a verdict to cache, or an outcome that is
     /// not one (per-key error, transient failure).
     async fn verify_digest(
@@ -549,6 +589,7 @@ impl VerifyEngine {
         subject: &Descriptor,
         budget: Instant,
     ) -> Result<CachedVerdict, Outcome> {
+        let started = Instant::now();
         let verifiers = self
             .verifiers
             .get(&policy.name)
@@ -568,7 +609,7 @@ impl VerifyEngine {
         };
         let candidates = match discovery.signatures(subject, verifiers).await {
             Ok(c) => c,
-            Err(stop) => return self.settle(image, policy, &subject.digest, stop),
+            Err(stop) => return self.settle(image, policy, &subject.digest, stop, started),
         };
         let now = SystemTime::now();
         let target = notation::Target {
@@ -614,7 +655,7 @@ impl VerifyEngine {
                 .await
             {
                 Ok(c) => attestations::verify(verifiers, &c, &subject.digest, &self.metrics),
-                Err(stop) => return self.settle(image, policy, &subject.digest, stop),
+                Err(stop) => return self.settle(image, policy, &subject.digest, stop, started),
             };
             let evaluation =
                 evaluate_off_the_workers(required, found, image, &subject.digest).await;
@@ -625,11 +666,14 @@ impl VerifyEngine {
                 report.reason = denial.reason;
             }
         }
-        self.metrics.verification(if report.verified {
+        let outcome = if report.verified {
             VerificationOutcome::Verified
         } else {
             VerificationOutcome::Failed
-        });
+        };
+        self.metrics
+            .verification(outcome, started.elapsed().as_secs_f64());
+        self.verdict_reached(&report);
         let ttl = ttl_for(report.verified, valid_until, now, &self.cache_config);
         Ok(CachedVerdict::new(report, ttl))
     }
@@ -642,7 +686,9 @@ impl VerifyEngine {
         policy: &Policy,
         digest: &str,
         e: RegistryError,
+        started: Instant,
     ) -> Result<CachedVerdict, Outcome> {
+        let took = started.elapsed().as_secs_f64();
         if e.kind == ErrorKind::Transient
             && let Some(client) = self.registries.for_policy(image.registry(), &policy.name)
         {
@@ -650,17 +696,19 @@ impl VerifyEngine {
         }
         match classify(e) {
             Failure::Verdict(denial) => {
-                self.metrics.verification(VerificationOutcome::Failed);
+                self.metrics.verification(VerificationOutcome::Failed, took);
                 let mut report = Report::failed(&image.to_string(), &policy.name, denial);
                 report.digest = digest.to_string();
+                self.verdict_reached(&report);
                 let ttl = ttl_for(false, None, SystemTime::now(), &self.cache_config);
                 Ok(CachedVerdict::new(report, ttl))
             }
             Failure::Other(outcome) => {
-                self.metrics.verification(match outcome {
+                let class = match outcome {
                     Outcome::Transient(_) => VerificationOutcome::Transient,
                     _ => VerificationOutcome::Error,
-                });
+                };
+                self.metrics.verification(class, took);
                 Err(outcome)
             }
         }
@@ -766,16 +814,14 @@ pub(crate) fn classify(e: RegistryError) -> Failure {
 }
 
 /// No resolution for `reference`, as the answer.
-fn registry_outcome(e: Resolution, reference: &str, policy: &str) -> Outcome {
+fn registry_outcome(e: Resolution, reference: &str, policy: &str) -> Result<Report, Outcome> {
     let e = match e {
-        Resolution::Unavailable(outcome) => return outcome,
+        Resolution::Unavailable(outcome) => return Err(outcome),
         Resolution::Failed(e) => e,
     };
     match classify(e) {
-        Failure::Verdict(denial) => {
-            Outcome::Value(Report::failed(reference, policy, denial).to_json())
-        }
-        Failure::Other(outcome) => outcome,
+        Failure::Verdict(denial) => Ok(Report::failed(reference, policy, denial)),
+        Failure::Other(outcome) => Err(outcome),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod gatekeeper;
 pub mod helm;
 pub mod layout;
 pub mod openssl;
+pub mod prometheus;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
@@ -795,6 +796,8 @@ pub struct Served {
     pub ops: SocketAddr,
     /// Log lines read up to the "listening" line.
     pub logs: Vec<String>,
+    /// With [`Served::spawn_logged`]: every log line, read on as they come.
+    all_logs: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl Served {
@@ -802,7 +805,7 @@ impl Served {
     /// After that line nobody reads stderr any more and the pipe closes: vouch must keep
     /// serving (and exit cleanly) when its log reader is gone.
     pub fn spawn(binary: &str, args: &[&std::ffi::OsStr]) -> Served {
-        Served::spawn_logging(binary, "json", args).0
+        Served::spawn_inner(binary, "json", args, None).0
     }
 
     /// Runs `binary --log-format FORMAT serve ARGS...`, waits for its listening line, and
@@ -812,8 +815,28 @@ impl Served {
         format: &str,
         args: &[&std::ffi::OsStr],
     ) -> (Served, std::sync::mpsc::Receiver<String>) {
+        Served::spawn_inner(binary, format, args, None)
+    }
+
+    /// As [`Served::spawn`] at log level `info`, but every log line is kept, for tests of
+    /// what vouch logs ([`Served::log_lines`]).
+    pub fn spawn_logged(binary: &str, args: &[&std::ffi::OsStr]) -> Served {
+        let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+        Served::spawn_inner(binary, "json", args, Some(all)).0
+    }
+
+    fn spawn_inner(
+        binary: &str,
+        format: &str,
+        args: &[&std::ffi::OsStr],
+        all_logs: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    ) -> (Served, std::sync::mpsc::Receiver<String>) {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        if all_logs.is_some() {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
             .args(["--log-format", format, "serve"])
             .args(args)
             .stdout(std::process::Stdio::null())
@@ -821,11 +844,18 @@ impl Served {
             .spawn()
             .expect("spawn vouch serve");
         let stderr = child.stderr.take().expect("stderr");
-        // Log lines are read on a thread (the read blocks) and handed over a channel.
+        // Log lines are read on a thread (the read blocks) and handed over a channel; when
+        // they are all kept, the thread reads on after the channel's receiver is gone.
         let (tx, rx) = std::sync::mpsc::channel();
+        let keep = all_logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if let Some(all) = &keep
+                    && let Ok(mut all) = all.lock()
+                {
+                    all.push(line.clone());
+                }
+                if tx.send(line).is_err() && keep.is_none() {
                     break;
                 }
             }
@@ -858,6 +888,7 @@ impl Served {
                     provider,
                     ops,
                     logs,
+                    all_logs,
                 };
                 return (served, rx);
             }
@@ -865,6 +896,20 @@ impl Served {
         let _ = child.kill();
         let _ = child.wait();
         panic!("no listening line from vouch serve:\n{}", logs.join("\n"));
+    }
+
+    /// Every log line so far, parsed (JSON), with [`Served::spawn_logged`]; empty otherwise.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let Some(all) = &self.all_logs else {
+            return Vec::new();
+        };
+        let lines = all.lock().map(|l| l.clone()).unwrap_or_default();
+        lines
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+            })
+            .collect()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
@@ -917,15 +962,27 @@ impl std::ops::Deref for VouchProcess {
 
 impl VouchProcess {
     pub async fn start(yaml: &str) -> VouchProcess {
+        VouchProcess::start_inner(yaml, false).await
+    }
+
+    /// As [`VouchProcess::start`], keeping every log line ([`Served::log_lines`]).
+    pub async fn start_logged(yaml: &str) -> VouchProcess {
+        VouchProcess::start_inner(yaml, true).await
+    }
+
+    async fn start_inner(yaml: &str, logged: bool) -> VouchProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new();
         pki.write(dir.path());
         Vouch::config(dir.path(), yaml);
         let config = dir.path().join("vouch.yaml");
-        let served = Served::spawn(
-            env!("CARGO_BIN_EXE_vouch"),
-            &[std::ffi::OsStr::new("--config"), config.as_os_str()],
-        );
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        let binary = env!("CARGO_BIN_EXE_vouch");
+        let served = if logged {
+            Served::spawn_logged(binary, &args)
+        } else {
+            Served::spawn(binary, &args)
+        };
         wait_ready(served.ops).await;
         let client = Client {
             provider: served.provider,
