@@ -55,6 +55,7 @@ mod cache;
 mod claims;
 mod digest;
 mod exchange;
+mod hint;
 mod lease;
 mod metrics;
 mod mutate;

@@ -449,12 +449,17 @@ fn describe(image: &str, outcome: Outcome) -> (Item, String, CliOutcome) {
                 ),
                 Some(r) => (
                     format!(
-                        "{image}: NOT verified: {}: {}",
+                        "{image}: NOT verified: {}: {}{}",
                         serde_json::to_value(r.code)
                             .ok()
                             .and_then(|c| c.as_str().map(str::to_string))
                             .unwrap_or_default(),
-                        r.reason
+                        r.reason,
+                        if r.hint.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n  hint: {}", r.hint)
+                        }
                     ),
                     CliOutcome::Failed,
                 ),

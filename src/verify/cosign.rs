@@ -67,6 +67,12 @@ const OID_RSA: &str = "1.2.840.113549.1.1.1";
 const OID_ED25519: &str = "1.3.101.112";
 
 impl PublicKey {
+    /// `sha256:` and the first 16 hex digits of the key's digest: how hints tell keys apart.
+    pub fn fingerprint(&self) -> String {
+        let d = crate::digest::sha256_digest(&self.bytes);
+        d[..("sha256:".len() + 16).min(d.len())].to_string()
+    }
+
     /// Loads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) file.
     pub fn load(path: &Path) -> Result<PublicKey, KeyError> {
         let pem = std::fs::read(path).map_err(|source| KeyError::Read {

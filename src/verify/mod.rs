@@ -150,6 +150,8 @@ pub(crate) struct VerifyEngine {
     generation: u64,
     /// OCSP and CRL fetching for Notary Project chains (only hosts verifiers allow).
     revocation: Revocation,
+    /// What each policy trusts, in one line, for the hints of not-verified reports.
+    trusts: HashMap<String, String>,
     metrics: Arc<Metrics>,
     /// Whether each verdict reached is logged (`info`, one line): on in `vouch serve`,
     /// off on the command line, which prints its verdicts itself.
@@ -230,7 +232,18 @@ impl VerifyEngine {
             metrics.clone(),
         )
         .map_err(EngineError::Revocation)?;
+        let trusts = config
+            .policies
+            .iter()
+            .map(|p| {
+                let fingerprint = |path: &std::path::Path| {
+                    cosign::PublicKey::load(path).ok().map(|k| k.fingerprint())
+                };
+                (p.name.clone(), crate::hint::trust_summary(&p.verifiers, &fingerprint))
+            })
+            .collect();
         Ok(VerifyEngine {
+            trusts,
             revocation,
             policies: PolicySet::new(&config.policies),
             verifiers,
@@ -262,12 +275,26 @@ impl VerifyEngine {
         &self.policies
     }
 
+    /// The report as the key's value; a not-verified one gets its `hint` here, where the
+    /// policy's trust is known (cached reports do not keep it).
+    fn render(&self, mut report: Report) -> crate::protocol::Json {
+        if !report.verified {
+            let trusts = self
+                .trusts
+                .get(&report.policy)
+                .map(String::as_str)
+                .unwrap_or("");
+            report.hint = crate::hint::hint(&report, trusts);
+        }
+        report.to_json()
+    }
+
     async fn verify(&self, key: &str) -> Outcome {
         match decide(key, &self.policies) {
             // Reached from the key and the config alone: as valid as the config.
             Decision::Verdict(report) => {
                 self.verdict_reached(&report);
-                let json = report.to_json();
+                let json = self.render(report);
                 let fresh_for = self.cache_config.verified_ttl.get();
                 self.caches
                     .front_put(key, self.generation, json.clone(), fresh_for);
@@ -302,7 +329,7 @@ impl VerifyEngine {
             if let Some(v) = self.caches.known_verdict(&key).await {
                 let mut report = v.report();
                 report.reference = reference;
-                return (Outcome::Value(report.to_json()), v.remaining());
+                return (Outcome::Value(self.render(report)), v.remaining());
             }
         }
         let budget = Instant::now() + self.budget;
@@ -312,7 +339,7 @@ impl VerifyEngine {
                 let outcome = match registry_outcome(e, &reference, &policy.name) {
                     Ok(report) => {
                         self.verdict_reached(&report);
-                        Outcome::Value(report.to_json())
+                        Outcome::Value(self.render(report))
                     }
                     Err(outcome) => outcome,
                 };
@@ -339,7 +366,7 @@ impl VerifyEngine {
                 let mut report = v.report();
                 report.reference = reference;
                 let fresh_for = v.remaining().min(self.caches.tag_remaining(resolved.at));
-                (Outcome::Value(report.to_json()), fresh_for)
+                (Outcome::Value(self.render(report)), fresh_for)
             }
             Err(outcome) => not_cached((*outcome).clone()),
         }
@@ -841,7 +868,7 @@ impl Engine for VerifyEngine {
     fn oversized(&self, key: &str, why: String) -> Outcome {
         let preview: String = key.chars().take(64).collect();
         let denial = Denial::new(VerdictCode::InvalidReference, why);
-        Outcome::Value(Report::failed(&format!("{preview}…"), "", denial).to_json())
+        Outcome::Value(self.render(Report::failed(&format!("{preview}…"), "", denial)))
     }
 }
 
