@@ -85,7 +85,9 @@ pub(crate) fn hint(report: &Report, trusts: &str) -> String {
         .map(|s| s.detail.as_str())
         .unwrap_or(report.reason.as_str());
     if let Some(limit) = limit_named(first_detail).or_else(|| limit_named(&report.reason)) {
-        return format!("a limit was hit ({limit}): raise it in the config if the content is legitimate");
+        return format!(
+            "a limit was hit ({limit}): raise it in the config if the content is legitimate"
+        );
     }
     let trusted = if trusts.is_empty() {
         format!("policy \"{policy}\" trusts no signer")
@@ -94,7 +96,9 @@ pub(crate) fn hint(report: &Report, trusts: &str) -> String {
     };
     match report.code {
         VerdictCode::Unsigned => {
-            format!("no signature found for {target}: sign that digest (signatures follow digests, not tags); {trusted}")
+            format!(
+                "no signature found for {target}: sign that digest (signatures follow digests, not tags); {trusted}"
+            )
         }
         VerdictCode::UntrustedSigner => {
             let seen: Vec<&str> = report
@@ -111,7 +115,9 @@ pub(crate) fn hint(report: &Report, trusts: &str) -> String {
             format!("signed by {seen} ({first_detail}); {trusted}")
         }
         VerdictCode::InvalidSignature => {
-            format!("a signature is malformed or does not verify ({first_detail}): re-sign {target}")
+            format!(
+                "a signature is malformed or does not verify ({first_detail}): re-sign {target}"
+            )
         }
         VerdictCode::Expired => format!(
             "{first_detail}: re-sign with a currently valid key or certificate, or have Notary signatures timestamped by a TSA of tsaStore so they outlive their certificate"
@@ -119,9 +125,9 @@ pub(crate) fn hint(report: &Report, trusts: &str) -> String {
         VerdictCode::Revoked => {
             format!("{first_detail}: re-sign {target} with a certificate that is not revoked")
         }
-        VerdictCode::DigestMismatch => format!(
-            "the signature is for other content ({first_detail}): sign {target} itself"
-        ),
+        VerdictCode::DigestMismatch => {
+            format!("the signature is for other content ({first_detail}): sign {target} itself")
+        }
         VerdictCode::MissingAttestation => format!(
             "{}: attach that attestation for {target}, signed by what policy \"{policy}\" trusts ({})",
             report.reason,
@@ -154,7 +160,9 @@ pub(crate) fn hint(report: &Report, trusts: &str) -> String {
 
 /// The config limit a message names (`… limit (limits.maxSignatureBytes)`), if any.
 fn limit_named(message: &str) -> Option<&str> {
-    let start = message.find("(limits.").or_else(|| message.find("(revocation.max"))?;
+    let start = message
+        .find("(limits.")
+        .or_else(|| message.find("(revocation.max"))?;
     let rest = &message[start + 1..];
     let end = rest.find(')')?;
     Some(&rest[..end])
@@ -186,7 +194,10 @@ mod tests {
     #[test]
     fn an_untrusted_signer_is_named_against_what_the_policy_trusts() {
         let mut r = failed(VerdictCode::UntrustedSigner, "no valid notation signature");
-        r.signatures = vec![sig("CN=mallory", "signer CN=mallory is not a trusted identity")];
+        r.signatures = vec![sig(
+            "CN=mallory",
+            "signer CN=mallory is not a trusted identity",
+        )];
         let h = hint(&r, "notation identities [x509.subject: CN=acme]");
         assert!(h.contains("CN=mallory"), "{h}");
         assert!(h.contains("x509.subject: CN=acme"), "{h}");
@@ -213,7 +224,10 @@ mod tests {
             messages: vec!["builder is not ours".into(), "second".into()],
         }];
         let h = hint(&r, "");
-        assert!(h.contains("slsa.dev/provenance/v1") && h.contains("builder is not ours"), "{h}");
+        assert!(
+            h.contains("slsa.dev/provenance/v1") && h.contains("builder is not ours"),
+            "{h}"
+        );
         assert!(!h.contains("second"), "{h}");
     }
 

@@ -239,7 +239,10 @@ impl VerifyEngine {
                 let fingerprint = |path: &std::path::Path| {
                     cosign::PublicKey::load(path).ok().map(|k| k.fingerprint())
                 };
-                (p.name.clone(), crate::hint::trust_summary(&p.verifiers, &fingerprint))
+                (
+                    p.name.clone(),
+                    crate::hint::trust_summary(&p.verifiers, &fingerprint),
+                )
             })
             .collect();
         Ok(VerifyEngine {
@@ -662,7 +665,10 @@ impl VerifyEngine {
             && let Some(why) = judged.checked.iter().find_map(|c| c.transient.clone())
         {
             // A signature that may verify once its revocation source answers: no verdict.
-            self.metrics.verification(VerificationOutcome::Transient);
+            self.metrics.verification(
+                VerificationOutcome::Transient,
+                started.elapsed().as_secs_f64(),
+            );
             return Err(Outcome::Transient(format!(
                 "{image}: {why} (revocation is enforced)"
             )));
