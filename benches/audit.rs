@@ -4,11 +4,14 @@
 //! image is resolved and its signature fetched and checked) and **cached** (the same List
 //! again, a new process finding every verdict in Redis, as an audit run beside serving
 //! replicas with the same config does). Also the registry requests per image of each run.
-//! Each figure is the median of [`ROUNDS`] runs.
+//! Each figure is the median of [`ROUNDS`] runs. First, the cost of reading and extracting
+//! alone: 10 000 Pods whose images need no registry.
 //!
-//! `cargo bench --bench audit` (`AUDIT_IMAGES` changes the 1 000). Needs Debian's
-//! `docker-registry` and `redis-server` (`bash .ci/run` installs them); without them it says
-//! so and measures nothing.
+//! `cargo bench --bench audit` (`AUDIT_IMAGES` changes the 1 000; with `BENCH_SECONDS`
+//! below 1, as CI's smoke run under `cargo test --all-targets` sets it, 20 images and 500
+//! Pods, one round). The registry scenario
+//! needs Debian's `docker-registry` and `redis-server` (`bash .ci/run` installs them);
+//! without them it says so.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -95,23 +98,86 @@ async fn run(registry: &Registry, config: &Path, input: &[u8], n: usize) -> (f64
     (secs, requests / n as f64)
 }
 
-fn main() {
-    let n: usize = std::env::var("AUDIT_IMAGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
-    for tool in ["/usr/bin/docker-registry", "/usr/bin/redis-server"] {
-        if !Path::new(tool).exists() {
-            println!("bench: audit skipped (no {tool})");
-            return;
-        }
+/// Pods in the extraction scenario: a large cluster's worth of objects.
+const EXTRACTION_PODS: usize = 10_000;
+/// The smoke run's sizes.
+const SMOKE_IMAGES: usize = 20;
+const SMOKE_PODS: usize = 500;
+
+/// The Rego and the report alone: `pods` Pods of three images each (init container
+/// included), every image under an `action: allow` policy, so no registry is asked. Prints
+/// the median wall time of the whole run over `rounds`.
+async fn extraction(dir: &Path, pods: usize, rounds: usize) {
+    let items: Vec<_> = (0..pods)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("p{i}"), "namespace": format!("ns{}", i % 50)},
+                "spec": {"containers": [{"name": "c", "image": format!("nginx:1.{}", i % 300)}, {"name": "s", "image": "busybox"}],
+                         "initContainers": [{"name": "i", "image": "alpine:3"}]}})
+        })
+        .collect();
+    let input = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    let config = dir.join("allow.yaml");
+    std::fs::write(
+        &config,
+        "policies:\n- name: library\n  scopes: [\"docker.io/library/*\"]\n  action: allow\n",
+    )
+    .expect("write config");
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let ran = run_command(
+            VOUCH,
+            &[
+                "audit",
+                "--quiet",
+                "--config",
+                &config.display().to_string(),
+            ],
+            input.as_bytes(),
+            RUN_BOUND,
+        )
+        .await;
+        times.push(started.elapsed().as_secs_f64());
+        assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
     }
+    println!(
+        "bench: audit_extraction_{pods}_pods_input {:.1} MiB",
+        input.len() as f64 / (1 << 20) as f64
+    );
+    println!(
+        "bench: audit_extraction_{pods}_pods_wall_time_median {:.2} s",
+        median(times)
+    );
+}
+
+fn main() {
+    let smoke = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .is_some_and(|s| s < 1.0);
+    let (n, pods, rounds) = if smoke {
+        (SMOKE_IMAGES, SMOKE_PODS, 1)
+    } else {
+        let n = std::env::var("AUDIT_IMAGES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000);
+        (n, EXTRACTION_PODS, ROUNDS)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
+        extraction(dir.path(), pods, rounds).await;
+        for tool in ["/usr/bin/docker-registry", "/usr/bin/redis-server"] {
+            if !Path::new(tool).exists() {
+                println!("bench: audit of {n} images skipped (no {tool})");
+                return;
+            }
+        }
         let registry = Registry::start();
         let pusher = Pusher::new(&registry);
         let key = CosignKey::generate();
@@ -120,7 +186,10 @@ fn main() {
         let host = registry.host.clone();
         let pushed = Instant::now();
         futures_util::stream::iter(0..n)
-            .map(|i| push_signed(&pusher, &key, &host, "acme/app", &format!("v{i}")))
+            .map(|i| {
+                let (pusher, key, host) = (&pusher, &key, &host);
+                async move { push_signed(pusher, key, host, "acme/app", &format!("v{i}")).await }
+            })
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -144,7 +213,7 @@ fn main() {
 
         let (mut cold, mut cached, mut cold_trips, mut cached_trips) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             redis.command(&["FLUSHALL"]).await;
             let (secs, trips) = run(&registry, &config, &input, n).await;
             cold.push(secs);

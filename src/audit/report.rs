@@ -233,7 +233,8 @@ impl AuditReport {
                 closed: Tally::default(),
                 rows: BTreeMap::new(),
             });
-            // (row id, image, key, finding) of what decides this workload.
+            // (row id, image, key, finding) of what decides this workload. A refused
+            // object's row is its own: its id starts with NUL, which no key can.
             let parts: Vec<(String, &str, &str, &Finding)> = match refused.get(&index) {
                 Some(f) => vec![(format!("\u{0}{}", w.name), "", "", f)],
                 None => w
