@@ -24,7 +24,8 @@
 //! - `registry`: the OCI distribution client; `cache` the verdict and tag caches with
 //!   single flight and the Redis tier; `lease` one verification per key across replicas;
 //!   `redis` the connection and outage policy the caches and the claims store share.
-//! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints.
+//! - [`manifests`]: the Gatekeeper objects `vouch manifests` prints; `audit` (`vouch audit`)
+//!   reports what admission would do with the workloads already running.
 //! - [`config`]: the YAML config, its defaults and validation; `reload` re-reads it and
 //!   every file it names, and swaps the verification engine when they change.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics` on a plain-HTTP port; `metrics` holds the
@@ -51,6 +52,7 @@ pub mod verdict;
 pub mod fuzzing;
 
 mod attest;
+mod audit;
 mod cache;
 mod claims;
 mod digest;

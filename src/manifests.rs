@@ -32,7 +32,8 @@ pub const SYSTEM_ERROR_REGO: &str = include_str!("../policies/vouchsystemerror.r
 pub const UNIQUE_SELECTOR_REGO: &str = include_str!("../policies/vouchuniqueserviceselector.rego");
 
 /// What happens when vouch cannot reach a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailurePolicy {
     /// Admit with a warning (Gatekeeper's own default).
     Open,
@@ -266,7 +267,48 @@ pub fn deadline_problems(
 
 /// Namespaces no Constraint or Assign touches: the control plane, Gatekeeper, vouch.
 fn excluded(o: &Options) -> Value {
-    json!(["kube-system", "gatekeeper-system", o.namespace])
+    json!(excluded_namespaces(&o.namespace))
+}
+
+fn excluded_namespaces(vouch_namespace: &str) -> [&str; 3] {
+    ["kube-system", "gatekeeper-system", vouch_namespace]
+}
+
+/// Why the Constraints do not review an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotMatched {
+    /// Not one of the workload kinds.
+    Kind,
+    /// In an excluded namespace.
+    Namespace,
+}
+
+/// Whether the verification Constraints (`match` of [`objects`], vouch in
+/// `vouch_namespace`) review an object of `api_version` and `kind` in `namespace`: what
+/// `vouch audit` audits, from the same source as the Constraints it prints.
+pub(crate) fn constraint_matches(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    vouch_namespace: &str,
+) -> Result<(), NotMatched> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let kinds = workload_kinds();
+    let matched = kinds.as_array().into_iter().flatten().any(|m| {
+        let has = |field: &str, want: &str| {
+            m[field]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == want))
+        };
+        has("apiGroups", group) && has("kinds", kind)
+    });
+    if !matched {
+        return Err(NotMatched::Kind);
+    }
+    if excluded_namespaces(vouch_namespace).contains(&namespace) {
+        return Err(NotMatched::Namespace);
+    }
+    Ok(())
 }
 
 fn provider(o: &Options, name: &str, path: &str, timeout: u64) -> Value {

@@ -1,5 +1,5 @@
 //! The command line (SPEC §3): `serve`, `verify`, `verify-bundle`, `attest-check`,
-//! `manifests`, `config check`.
+//! `manifests`, `config check`, `audit`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -178,6 +178,48 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         mutation_webhook_timeout: Duration,
     },
+    /// What admission would do with the workloads already running: reads a Kubernetes List
+    /// (`kubectl get pods,deployments,statefulsets,daemonsets,jobs,cronjobs -A -o json`),
+    /// takes the images the shipped templates would send, verifies each once with the
+    /// provider's engine and caches, and prints per namespace what would be denied, warned
+    /// or admitted in open and in closed mode. Exit status: 0 nothing would be denied
+    /// under --failure-policy, 1 something would, 2 when it cannot run.
+    Audit {
+        /// Config file (the one vouch serves with); without it the embedded default config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as one JSON document (shape: docs/INSTALL.md).
+        #[arg(long)]
+        json: bool,
+        /// The mode the exit status follows (the report shows both): `open` exits 1 when
+        /// anything would be denied with fail-open Constraints, `closed` also when an image
+        /// could not be verified for want of a registry.
+        #[arg(long, value_enum, default_value = "open")]
+        failure_policy: crate::manifests::FailurePolicy,
+        /// Keys verified at the same time at most, over all registries (each registry's
+        /// maxConcurrency bounds its own share).
+        #[arg(long, default_value_t = crate::audit::DEFAULT_CONCURRENCY)]
+        concurrency: std::num::NonZeroUsize,
+        /// Time allowed per key; past it the image counts as unavailable.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// No progress on standard error (and only errors logged, unless RUST_LOG says
+        /// otherwise).
+        #[arg(long, short)]
+        quiet: bool,
+        /// vouch's namespace, which the Constraints exclude (as `vouch manifests
+        /// --namespace`); kube-system and gatekeeper-system are excluded too.
+        #[arg(long, default_value = "vouch-system")]
+        vouch_namespace: String,
+        /// Largest input read, in bytes.
+        #[arg(long, default_value_t = crate::audit::DEFAULT_MAX_INPUT_BYTES)]
+        max_input_bytes: u64,
+        /// Workloads named per image in the text report (the JSON names all).
+        #[arg(long, default_value_t = crate::audit::DEFAULT_WORKLOADS_SHOWN)]
+        workloads_shown: usize,
+        /// The List (JSON); `-` or nothing: standard input.
+        file: Option<PathBuf>,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -210,8 +252,44 @@ enum ConfigCommand {
 /// Entry point of the `vouch` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // An audit verifies thousands of images: its report is the output, not a log line per
+    // image.
+    let default_filter = match &cli.command {
+        Command::Audit { quiet: true, .. } => "error",
+        Command::Audit { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_filter);
     match cli.command {
+        Command::Audit {
+            config,
+            json,
+            failure_policy,
+            concurrency,
+            timeout,
+            quiet,
+            vouch_namespace,
+            max_input_bytes,
+            workloads_shown,
+            file,
+        } => {
+            let config = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let options = crate::audit::Options {
+                input: file,
+                json,
+                failure_policy,
+                concurrency: concurrency.get(),
+                timeout,
+                quiet,
+                vouch_namespace,
+                max_input_bytes,
+                workloads_shown,
+            };
+            run_async(crate::audit::run(config, options))
+        }
         Command::Serve { config, dev_ca_out } => run_async(serve(config, dev_ca_out)),
         Command::Verify {
             config,
@@ -301,9 +379,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to standard error at `RUST_LOG`, else at `default_filter`.
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // A closed stderr (a log collector gone) must not take the provider down: without
     // this, a failed log write is reported with eprintln!, which panics. Colour codes only
     // help a person at a terminal; in a file, a pipe or a log collector they are noise.

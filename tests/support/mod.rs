@@ -1035,3 +1035,43 @@ impl VouchProcess {
         }
     }
 }
+
+/// What a finished command left: its exit status (-1 when killed by a signal), standard
+/// output and standard error.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `binary ARGS...` with `stdin` as its standard input and waits at most `within`;
+/// past it the process is killed and the test fails, so a hung command cannot hang the
+/// suite.
+pub async fn run_command(binary: &str, args: &[&str], stdin: &[u8], within: Duration) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the command");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    // A command that does not read its input must not block the writer forever.
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+    });
+    let out = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{binary} {args:?} did not finish within {within:?}"))
+        .expect("wait for the command");
+    writer.abort();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
