@@ -162,7 +162,9 @@ async fn ceiling(dir: &Path, body: String) -> (SocketAddr, tokio_util::sync::Can
     let body = bytes::Bytes::from(body);
     let app = axum::Router::new().route(
         "/v1/verify",
-        axum::routing::post(move || {
+        // Reads the request body as vouch does: a connection whose request body is left
+        // unread is answered with `Connection: close` and not reused.
+        axum::routing::post(move |_request: bytes::Bytes| {
             let body = body.clone();
             async move {
                 (
