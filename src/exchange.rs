@@ -44,7 +44,7 @@ impl Exchange {
         let deadline_at = started + self.deadline;
         let _in_flight = self.metrics.in_flight(self.endpoint);
         let response = match self.read_body(body, content_length, deadline_at).await {
-            Ok(bytes) => match parse_request(&bytes, &self.limits) {
+            Ok(bytes) => match parse_request(&bytes, &self.limits.request()) {
                 Ok(req) => self.fan_out(req.api_version, req.keys, deadline_at).await,
                 Err(e) => self.refuse(e),
             },
@@ -123,7 +123,7 @@ impl Exchange {
         // without a task.
         let mut outcomes: Vec<Option<Outcome>> = keys
             .iter()
-            .map(|k| match key_too_long(k, &self.limits) {
+            .map(|k| match key_too_long(k, &self.limits.request()) {
                 Some(why) => Some(self.engine.oversized(k, why)),
                 None => self.engine.cached(k),
             })

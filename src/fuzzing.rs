@@ -18,7 +18,7 @@ pub fn provider_request(data: &[u8]) {
         max_key_bytes: 256,
         ..Limits::default()
     };
-    match crate::protocol::parse_request(data, &limits) {
+    match crate::protocol::parse_request(data, &limits.request()) {
         Ok(req) => {
             assert!(req.keys.len() <= limits.max_keys);
             let mut seen = std::collections::HashSet::new();

@@ -11,8 +11,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::Limits;
-
 pub(crate) const API_VERSION_V1BETA1: &str = "externaldata.gatekeeper.sh/v1beta1";
 /// Sent by Gatekeeper up to v3.10.
 pub(crate) const API_VERSION_V1ALPHA1: &str = "externaldata.gatekeeper.sh/v1alpha1";
@@ -209,10 +207,20 @@ impl RequestError {
     }
 }
 
+/// The request bounds of SPEC §1 (`limits.maxBodyBytes`, `maxKeys`, `maxKeyBytes`), as the
+/// config gives them (`config::Limits::request`); a type of its own so that this leaf
+/// module needs nothing from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub max_keys: usize,
+    pub max_key_bytes: usize,
+}
+
 /// Whether `key` is over `limits.maxKeyBytes`. Such a key is not a reason to refuse the
 /// request: it is answered on its own (a failed verdict or a per-key error, by endpoint),
 /// because a pod author writes keys and must not be able to turn a denial into a warning.
-pub(crate) fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
+pub(crate) fn key_too_long(key: &str, limits: &RequestLimits) -> Option<String> {
     (key.len() > limits.max_key_bytes).then(|| {
         format!(
             "key is {} bytes, over limits.maxKeyBytes ({})",
@@ -223,7 +231,10 @@ pub(crate) fn key_too_long(key: &str, limits: &Limits) -> Option<String> {
 }
 
 /// Validates a body against SPEC §1 and the configured limits; returns the distinct keys.
-pub(crate) fn parse_request(body: &[u8], limits: &Limits) -> Result<ParsedRequest, RequestError> {
+pub(crate) fn parse_request(
+    body: &[u8],
+    limits: &RequestLimits,
+) -> Result<ParsedRequest, RequestError> {
     if body.len() > limits.max_body_bytes {
         return Err(RequestError::BodyTooLarge {
             limit: limits.max_body_bytes,
@@ -273,12 +284,11 @@ fn distinct_in_order(keys: Vec<String>) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn limits() -> Limits {
-        Limits {
+    fn limits() -> RequestLimits {
+        RequestLimits {
             max_body_bytes: 4096,
             max_keys: 3,
             max_key_bytes: 10,
-            ..Limits::default()
         }
     }
 

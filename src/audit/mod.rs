@@ -247,7 +247,7 @@ fn refusals(workloads: &[Workload], limits: &crate::config::Limits) -> Refusals 
             "request": {"keys": keys},
         })
         .to_string();
-        if let Err(e) = crate::protocol::parse_request(body.as_bytes(), limits) {
+        if let Err(e) = crate::protocol::parse_request(body.as_bytes(), &limits.request()) {
             refused.insert(i, Finding::request_invalid(e.to_string()));
         }
     }
@@ -268,7 +268,7 @@ async fn verify_all(
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for key in keys {
-        if let Some(why) = crate::protocol::key_too_long(&key, limits) {
+        if let Some(why) = crate::protocol::key_too_long(&key, &limits.request()) {
             let outcome = engine.oversized(&key, why);
             outcomes.push((key, outcome));
             progress.step();

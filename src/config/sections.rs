@@ -67,6 +67,17 @@ pub struct Limits {
     pub max_platforms: usize,
 }
 
+impl Limits {
+    /// The bounds the request parser checks.
+    pub(crate) fn request(&self) -> crate::protocol::RequestLimits {
+        crate::protocol::RequestLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_keys: self.max_keys,
+            max_key_bytes: self.max_key_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -6,7 +6,7 @@
 //! Notary Project verifier today and written so that any other verifier (Sigstore's RFC 3161
 //! timestamps) can call them: each takes DER bytes, trust anchors and a time, and answers
 //! with a typed result. The fetching of OCSP answers and CRLs lives in
-//! `crate::revocation`, at the edge.
+//! the revocation module, at the edge.
 //!
 //! ASN.1 structures come from the RustCrypto formats crates (`der`, `x509-cert`, `cms`,
 //! `x509-tsp`, `x509-ocsp`): exact DER types, no hand-written parsers. Signatures are

@@ -11,10 +11,13 @@
 //! ([`cosign`], [`notation`], [`keyless`], pure), and cache the verdict for as long as [`ttl_for`] says.
 
 pub(crate) mod attestations;
+mod build;
 pub(crate) mod cosign;
 pub(crate) mod dsse;
+mod index;
 pub(crate) mod keyless;
 pub(crate) mod notation;
+mod outcome;
 pub(crate) mod platforms;
 pub(crate) mod signature_manifest;
 pub(crate) mod signatures;
@@ -41,6 +44,9 @@ use crate::registry::{
 };
 use crate::revocation::Revocation;
 use signatures::{Bounds, Discovery, LoadedVerifier};
+
+use outcome::registry_outcome;
+pub(crate) use outcome::{Failure, Resolution, classify, ttl_for};
 
 /// What [`decide`] concluded without any I/O.
 #[derive(Debug)]
@@ -83,53 +89,6 @@ pub(crate) fn decide<'p>(key: &str, policies: &'p PolicySet) -> Decision<'p> {
     }
 }
 
-/// How long a verdict may be served: verified verdicts for `verifiedTtl`, but never past
-/// the earliest expiry of what made them valid (a certificate, a signature's expiry);
-/// failed verdicts for `failedTtl`.
-pub(crate) fn ttl_for(
-    verified: bool,
-    valid_until: Option<SystemTime>,
-    now: SystemTime,
-    config: &CacheConfig,
-) -> Duration {
-    if !verified {
-        return config.failed_ttl.get();
-    }
-    let cap = valid_until.map_or(Duration::MAX, |u| {
-        u.duration_since(now).unwrap_or(Duration::ZERO)
-    });
-    config.verified_ttl.get().min(cap)
-}
-
-/// Why the engine could not be built from a config.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EngineError {
-    #[error("policies[{policy}]: {source}")]
-    Key {
-        policy: String,
-        source: cosign::KeyError,
-    },
-    #[error("policies[{policy}]: {source}")]
-    Trust {
-        policy: String,
-        source: notation::TrustError,
-    },
-    #[error("policies[{policy}]: keyless: {source}")]
-    Keyless {
-        policy: String,
-        source: keyless::LoadError,
-    },
-    #[error("policies[{policy}]: attestations: {source}")]
-    Attestation {
-        policy: String,
-        source: crate::attest::RegoError,
-    },
-    #[error(transparent)]
-    Registry(#[from] crate::registry::BuildError),
-    #[error("{0}")]
-    Revocation(String),
-}
-
 /// Verifies image references against the configured trust policies.
 pub(crate) struct VerifyEngine {
     policies: PolicySet,
@@ -159,115 +118,6 @@ pub(crate) struct VerifyEngine {
 }
 
 impl VerifyEngine {
-    /// An engine with its own caches and metrics (the command line, tests).
-    pub(crate) fn standalone(config: &Config) -> Result<VerifyEngine, EngineError> {
-        let metrics = Arc::new(Metrics::new());
-        let caches = Caches::new(&config.cache, metrics.clone());
-        let mut engine = VerifyEngine::new(config, caches, metrics)?;
-        engine.log_verdicts = false;
-        Ok(engine)
-    }
-
-    /// Loads every policy's trust material and builds the registry clients. `caches` may be
-    /// shared with the engine this one replaces on a reload.
-    pub(crate) fn new(
-        config: &Config,
-        caches: Arc<Caches>,
-        metrics: Arc<Metrics>,
-    ) -> Result<VerifyEngine, EngineError> {
-        let mut verifiers = HashMap::new();
-        let mut required = HashMap::new();
-        for p in &config.policies {
-            let mut loaded = Vec::new();
-            for v in &p.verifiers {
-                match v.kind() {
-                    Some(Verifier::Cosign(c)) => {
-                        let keys = c
-                            .public_keys
-                            .iter()
-                            .map(|k| cosign::PublicKey::load(k))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|source| EngineError::Key {
-                                policy: p.name.clone(),
-                                source,
-                            })?;
-                        loaded.push(LoadedVerifier::Cosign(keys));
-                    }
-                    Some(Verifier::Notation(n)) => {
-                        let v = notation::NotationVerifier::load(n).map_err(|source| {
-                            EngineError::Trust {
-                                policy: p.name.clone(),
-                                source,
-                            }
-                        })?;
-                        loaded.push(LoadedVerifier::Notation(v));
-                    }
-                    Some(Verifier::Keyless(k)) => {
-                        let v = keyless::KeylessVerifier::load(k).map_err(|source| {
-                            EngineError::Keyless {
-                                policy: p.name.clone(),
-                                source,
-                            }
-                        })?;
-                        loaded.push(LoadedVerifier::Keyless(v));
-                    }
-                    None => {}
-                }
-            }
-            verifiers.insert(p.name.clone(), loaded);
-            let attestations = p
-                .attestations
-                .iter()
-                .map(|a| RequiredAttestation::load(a, config.limits.rego_timeout.get()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| EngineError::Attestation {
-                    policy: p.name.clone(),
-                    source,
-                })?;
-            required.insert(p.name.clone(), Arc::new(attestations));
-        }
-        let revocation = Revocation::new(
-            &config.revocation,
-            caches.revocation(config.revocation.max_entries),
-            metrics.clone(),
-        )
-        .map_err(EngineError::Revocation)?;
-        let trusts = config
-            .policies
-            .iter()
-            .map(|p| {
-                let fingerprint = |path: &std::path::Path| {
-                    cosign::PublicKey::load(path).ok().map(|k| k.fingerprint())
-                };
-                (
-                    p.name.clone(),
-                    crate::hint::trust_summary(&p.verifiers, &fingerprint),
-                )
-            })
-            .collect();
-        Ok(VerifyEngine {
-            trusts,
-            revocation,
-            policies: PolicySet::new(&config.policies),
-            verifiers,
-            required,
-            registries: Registries::new(config, metrics.clone())?,
-            budget: config.verification_budget.get(),
-            bounds: Bounds {
-                max_signatures: config.limits.max_signatures,
-                max_signature_bytes: config.limits.max_signature_bytes,
-                max_attestation_bytes: config.limits.max_attestation_bytes,
-                attestations: false,
-            },
-            max_platforms: config.limits.max_platforms,
-            caches,
-            cache_config: config.cache.clone(),
-            generation: generation(config),
-            metrics,
-            log_verdicts: true,
-        })
-    }
-
     /// The trust-config fingerprint verdict keys carry.
     pub(crate) fn generation(&self) -> u64 {
         self.generation
@@ -404,117 +254,6 @@ impl VerifyEngine {
         let key = self.verdict_key(image, policy, &subject.digest, VerdictScope::Digest);
         let verify = self.verify_digest(client, image, policy, subject, budget);
         self.caches.verdict(key, verify).await
-    }
-
-    /// The verdict on an index under `platforms: each | index-or-each`: the index's own
-    /// signature first for `index-or-each`, then every platform manifest — fetched (bounded,
-    /// hash-checked, an image manifest) and verified on its own through the verdict cache,
-    /// so children shared with another index are verified once.
-    async fn verify_platforms(
-        &self,
-        client: &RegistryClient,
-        image: &ImageRef,
-        policy: &Policy,
-        index: &Descriptor,
-        budget: Instant,
-    ) -> Result<CachedVerdict, Outcome> {
-        let started = Instant::now();
-        let settle = |e: RegistryError| self.settle(image, policy, &index.digest, e, started);
-        let mut index_denial = None;
-        if policy.platforms == Platforms::IndexOrEach {
-            let v = self
-                .digest_verdict(client, image, policy, index, budget)
-                .await
-                .map_err(|o| (*o).clone())?;
-            let report = v.report();
-            if report.verified {
-                return Ok(v);
-            }
-            index_denial = Some(Denial::new(report.code, report.reason));
-        }
-        let repo = image.repository();
-        let manifest = match client.manifest(repo, &index.digest, budget).await {
-            Ok(m) => m,
-            Err(e) => return settle(e),
-        };
-        let now = SystemTime::now();
-        let children = match platforms::children(&manifest.bytes, self.max_platforms) {
-            Ok(c) => c,
-            Err(report) => {
-                let mut report = *report;
-                report.reference = image.to_string();
-                report.policy = policy.name.clone();
-                report.digest = index.digest.clone();
-                self.verdict_reached(&report);
-                let ttl = ttl_for(false, None, now, &self.cache_config);
-                return Ok(CachedVerdict::new(report, ttl));
-            }
-        };
-        let verdicts = futures_util::future::join_all(children.iter().map(|child| async move {
-            // A child already verified (for this policy, in another index or by its own
-            // digest) costs nothing: not even its manifest is fetched again.
-            let known = self.verdict_key(
-                image,
-                policy,
-                &child.descriptor.digest,
-                VerdictScope::Digest,
-            );
-            if let Some(v) = self.caches.known_verdict(&known).await {
-                return Ok(v.report());
-            }
-            match client
-                .manifest(repo, &child.descriptor.digest, budget)
-                .await
-            {
-                Ok(m) if platforms::MANIFEST_TYPES.contains(&m.media_type.as_str()) => self
-                    .digest_verdict(client, image, policy, &child.descriptor, budget)
-                    .await
-                    .map(|v| v.report())
-                    .map_err(|o| (*o).clone()),
-                Ok(m) => Ok(Report::failed(
-                    "",
-                    &policy.name,
-                    Denial::new(
-                        VerdictCode::InvalidImage,
-                        format!(
-                            "{} is a {}, not a platform manifest",
-                            child.descriptor.digest, m.media_type
-                        ),
-                    ),
-                )),
-                Err(e) => match classify(e) {
-                    Failure::Verdict(denial) => Ok(Report::failed("", &policy.name, denial)),
-                    Failure::Other(outcome) => Err(outcome),
-                },
-            }
-        }))
-        .await;
-        let mut results = Vec::with_capacity(children.len());
-        for (child, verdict) in children.into_iter().zip(verdicts) {
-            results.push((child, verdict?));
-        }
-        let (reports, verdict) = platforms::combine(&results);
-        let mut report = match verdict {
-            Ok(()) => Report::allowed(image, &policy.name),
-            Err(denial) => {
-                let denial = match index_denial {
-                    Some(index) => Denial::new(
-                        index.code,
-                        format!(
-                            "neither the index nor every platform is verified: index: {}; {}",
-                            index.reason, denial.reason
-                        ),
-                    ),
-                    None => denial,
-                };
-                Report::failed(&image.to_string(), &policy.name, denial)
-            }
-        };
-        report.digest = index.digest.clone();
-        report.platforms = reports;
-        self.verdict_reached(&report);
-        let ttl = ttl_for(report.verified, None, now, &self.cache_config);
-        Ok(CachedVerdict::new(report, ttl))
     }
 
     /// The client for the image's registry under `policy` (a namespaced policy's own, with
@@ -778,84 +517,6 @@ async fn evaluate_off_the_workers(
             format!("attestation evaluation failed: {e}"),
         )),
     })
-}
-
-/// Why there is no resolution for an image.
-#[derive(Debug, Clone)]
-pub(crate) enum Resolution {
-    /// The registry is not to be asked now (backing off; no client): this outcome.
-    Unavailable(Outcome),
-    /// The registry's answer.
-    Failed(RegistryError),
-}
-
-/// A fingerprint of everything a verdict depends on besides the image: policies,
-/// registries, limits, and the bytes of every key and certificate file.
-fn generation(config: &Config) -> u64 {
-    use aws_lc_rs::digest::{Context, SHA256};
-    let mut ctx = Context::new(&SHA256);
-    let parts = serde_json::json!({
-        "policies": config.policies,
-        "registries": config.registries,
-        "limits": config.limits,
-    });
-    ctx.update(parts.to_string().as_bytes());
-    // Trust material only: registry credentials are how vouch reaches a registry, not
-    // whom it trusts, and never go into a value that is shared (Redis keys).
-    for f in config.files() {
-        if f.role == FileRole::Trust {
-            let bytes = std::fs::read(&f.path).unwrap_or_default();
-            ctx.update(&(bytes.len() as u64).to_be_bytes());
-            ctx.update(&bytes);
-        }
-    }
-    let d = ctx.finish();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d.as_ref()[..8]);
-    u64::from_be_bytes(b)
-}
-
-/// A registry failure sorted into SPEC §1's classes.
-pub(crate) enum Failure {
-    /// The registry's answer settles the key: a failed verdict.
-    Verdict(Denial),
-    /// A per-key error or a transient failure.
-    Other(Outcome),
-}
-
-/// Sorts a registry failure by who can cause it (docs/ARCHITECTURE.md): content is a
-/// verdict, availability is transient, the rest (credentials, TLS, protocol) a per-key
-/// error.
-pub(crate) fn classify(e: RegistryError) -> Failure {
-    let error = |code, why| Failure::Other(Outcome::Error(KeyError::new(code, why)));
-    match e.kind {
-        ErrorKind::NotFound => {
-            Failure::Verdict(Denial::new(VerdictCode::NotFound, e.into_detail()))
-        }
-        ErrorKind::DigestMismatch => {
-            Failure::Verdict(Denial::new(VerdictCode::DigestMismatch, e.into_detail()))
-        }
-        // The image's own manifest as served cannot be used: the pusher's doing.
-        ErrorKind::Content => {
-            Failure::Verdict(Denial::new(VerdictCode::InvalidImage, e.into_detail()))
-        }
-        ErrorKind::Auth => error(ErrorCode::Auth, e.into_detail()),
-        ErrorKind::Protocol => error(ErrorCode::RegistryProtocol, e.into_detail()),
-        ErrorKind::Tls => error(ErrorCode::RegistryTls, e.into_detail()),
-        ErrorKind::Transient => Failure::Other(Outcome::Transient(e.into_detail())),
-    }
-}
-
-/// No resolution for `reference`, as the answer.
-fn registry_outcome(e: Resolution, reference: &str, policy: &str) -> Result<Report, Outcome> {
-    let e = match e {
-        Resolution::Unavailable(outcome) => return Err(outcome),
-        Resolution::Failed(e) => e,
-    };
-    match classify(e) {
-        Failure::Verdict(denial) => Ok(Report::failed(reference, policy, denial)),
-        Failure::Other(outcome) => Err(outcome),
-    }
 }
 
 impl Engine for VerifyEngine {
