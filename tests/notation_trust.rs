@@ -87,6 +87,15 @@ async fn value(v: &Vouch, key: &str) -> Value {
     only_verdict(&v.verify(&[key]).await)
 }
 
+/// A failed verdict with `code` whose reason names `needle`.
+fn assert_code_naming(got: &Value, code: &str, needle: &str) {
+    assert_code(got, code);
+    assert!(
+        got["reason"].as_str().is_some_and(|r| r.contains(needle)),
+        "{got}"
+    );
+}
+
 fn path(p: &std::path::Path) -> String {
     p.display().to_string()
 }
@@ -311,11 +320,7 @@ async fn revoked_leaves_and_intermediates_are_revoked_and_answers_are_reused() {
     );
     assert_eq!(rev[1]["status"], "good", "{got}");
     let got = value(&v, &w.sign("rev", "bad", &bad).await).await;
-    assert_code(&got, "revoked");
-    assert!(
-        got["reason"].as_str().is_some_and(|r| r.contains("CN=bad")),
-        "{got}"
-    );
+    assert_code_naming(&got, "revoked", "CN=bad");
 
     // Another image by the good signer: the OCSP answer and the CRL are reused.
     let (ocsp_hits, crl_hits) = (
@@ -332,13 +337,7 @@ async fn revoked_leaves_and_intermediates_are_revoked_and_answers_are_reused() {
     w.pki.root.revoke(&w.pki.intermediate.cert(), 3600);
     let v2 = Vouch::start(&config(&w.registry.host, &[w.policy("rev", "")], "")).await;
     let got = value(&v2, &w.sign("rev", "after", &good).await).await;
-    assert_code(&got, "revoked");
-    assert!(
-        got["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("Acme Signing CA")),
-        "{got}"
-    );
+    assert_code_naming(&got, "revoked", "Acme Signing CA");
 }
 
 #[tokio::test]
@@ -381,13 +380,7 @@ async fn unreachable_oversized_and_unallowed_sources() {
 
     // A host not in revocationHosts is never contacted.
     let got = value(&v, &w.sign("strict", "elsewhere", &elsewhere).await).await;
-    assert_code(&got, "untrusted-signer");
-    assert!(
-        got["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("revocationHosts")),
-        "{got}"
-    );
+    assert_code_naming(&got, "untrusted-signer", "revocationHosts");
     assert_eq!(w.server.hits("/crl/intermediate"), 0);
 
     // A CRL over revocation.maxCrlBytes: a clear failure naming the limit.
@@ -398,12 +391,10 @@ async fn unreachable_oversized_and_unallowed_sources() {
     ))
     .await;
     let got = value(&v, &w.sign("small", "big", &big).await).await;
-    assert_code(&got, "untrusted-signer");
-    assert!(
-        got["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("64-byte limit (revocation.maxCrlBytes)")),
-        "{got}"
+    assert_code_naming(
+        &got,
+        "untrusted-signer",
+        "64-byte limit (revocation.maxCrlBytes)",
     );
 }
 

@@ -353,22 +353,10 @@ impl LayoutServer {
             requests: Mutex::new(Vec::new()),
             options,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
         let router = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("layout server");
-        });
+        let (addr, tx) = super::serve_router(router, "layout server").await;
         LayoutServer {
             host: addr.to_string(),
             addr,

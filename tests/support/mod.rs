@@ -557,6 +557,28 @@ pub fn free_port() -> u16 {
 /// A loopback listener that counts the connections made to it and closes each at once:
 /// the host a redirect or a token realm points to, where vouch must never go. Stops on
 /// drop.
+/// Serves `router` (HTTP/1.1, plain) on a free loopback port until the returned sender is
+/// fired or dropped.
+pub async fn serve_router(
+    router: axum::Router,
+    name: &'static str,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    });
+    (addr, tx)
+}
+
 pub struct CountingListener {
     pub addr: SocketAddr,
     count: Arc<std::sync::atomic::AtomicUsize>,

@@ -189,9 +189,64 @@ fn rsa_key(dir: &Path, name: &str) {
     );
 }
 
+/// A new RSA key `key` and a self-signed CA certificate `ca.crt` for `subject` in `dir`.
+fn self_signed_ca(dir: &Path, subject: &str) {
+    rsa_key(dir, "ca.key");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-config",
+            "ca.cnf",
+            "-new",
+            "-x509",
+            "-key",
+            "ca.key",
+            "-subj",
+            subject,
+            "-days",
+            "3650",
+            "-extensions",
+            "v3_root",
+            "-out",
+            "ca.crt",
+        ],
+    );
+}
+
+/// A new RSA key `key` and a certificate request `csr` for `subject` in `dir`.
+fn request(dir: &Path, key: &str, subject: &str, csr: &str) {
+    rsa_key(dir, key);
+    openssl(
+        dir,
+        &["req", "-new", "-key", key, "-subj", subject, "-out", csr],
+    );
+}
+
+/// `openssl ca` in `ca_dir`: issues `csr` as `out` with the extension section `section`
+/// (`more`: further arguments, e.g. dates).
+fn issue(ca_dir: &Path, section: &str, csr: &str, out: &str, more: &[&str]) {
+    let mut args = vec![
+        "ca",
+        "-config",
+        "ca.cnf",
+        "-batch",
+        "-extensions",
+        section,
+        "-in",
+        csr,
+        "-out",
+        out,
+    ];
+    args.extend_from_slice(more);
+    openssl(ca_dir, &args);
+}
+
+const TS_CNF: &str = "[ tsa ]\ndefault_tsa = t\n[ t ]\ndir = .\nserial = ./tsaserial\nsigner_cert = ./tsa.crt\ncerts = ./ca.crt\nsigner_key = ./tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256, sha384, sha512\naccuracy = secs:1\ness_cert_id_alg = sha256\nordering = yes\ntsa_name = yes\n";
+
 impl OpensslPki {
-    /// A root and an intermediate; the intermediate's CRL is published at
-    /// `intermediate_crl_url` by the root (if given).
+    /// A root and an intermediate; the intermediate's status is published by the root at
+    /// `root_crl_url` (its CRL distribution point), if given.
     pub fn new(root_crl_url: Option<&str>) -> OpensslPki {
         let dir = tempfile::tempdir().expect("tempdir");
         let root_dir = dir.path().join("root");
@@ -199,120 +254,24 @@ impl OpensslPki {
             .map(|u| format!("crlDistributionPoints = URI:{u}"))
             .unwrap_or_default();
         init_ca(&root_dir, "", &extra);
-        rsa_key(&root_dir, "ca.key");
-        openssl(
-            &root_dir,
-            &[
-                "req",
-                "-config",
-                "ca.cnf",
-                "-new",
-                "-x509",
-                "-key",
-                "ca.key",
-                "-subj",
-                "/O=Acme/CN=Acme Root CA",
-                "-days",
-                "3650",
-                "-extensions",
-                "v3_root",
-                "-out",
-                "ca.crt",
-            ],
-        );
+        self_signed_ca(&root_dir, "/O=Acme/CN=Acme Root CA");
         let inter_dir = dir.path().join("intermediate");
         init_ca(&inter_dir, "", "");
-        rsa_key(&inter_dir, "ca.key");
-        openssl(
-            &inter_dir,
-            &[
-                "req",
-                "-new",
-                "-key",
-                "ca.key",
-                "-subj",
-                "/O=Acme/CN=Acme Signing CA",
-                "-out",
-                "ca.csr",
-            ],
-        );
-        openssl(
+        request(&inter_dir, "ca.key", "/O=Acme/CN=Acme Signing CA", "ca.csr");
+        issue(
             &root_dir,
-            &[
-                "ca",
-                "-config",
-                "ca.cnf",
-                "-batch",
-                "-extensions",
-                "v3_intermediate",
-                "-days",
-                "1825",
-                "-in",
-                "../intermediate/ca.csr",
-                "-out",
-                "../intermediate/ca.crt",
-            ],
+            "v3_intermediate",
+            "../intermediate/ca.csr",
+            "../intermediate/ca.crt",
+            &["-days", "1825"],
         );
         // The timestamp authority: its own root, a leaf with timeStamping (critical).
         let tsa_dir = dir.path().join("tsa");
         init_ca(&tsa_dir, "", "");
-        rsa_key(&tsa_dir, "ca.key");
-        openssl(
-            &tsa_dir,
-            &[
-                "req",
-                "-config",
-                "ca.cnf",
-                "-new",
-                "-x509",
-                "-key",
-                "ca.key",
-                "-subj",
-                "/O=Acme/CN=Acme TSA Root",
-                "-days",
-                "3650",
-                "-extensions",
-                "v3_root",
-                "-out",
-                "ca.crt",
-            ],
-        );
-        rsa_key(&tsa_dir, "tsa.key");
-        openssl(
-            &tsa_dir,
-            &[
-                "req",
-                "-new",
-                "-key",
-                "tsa.key",
-                "-subj",
-                "/O=Acme/CN=Acme TSA",
-                "-out",
-                "tsa.csr",
-            ],
-        );
-        openssl(
-            &tsa_dir,
-            &[
-                "ca",
-                "-config",
-                "ca.cnf",
-                "-batch",
-                "-extensions",
-                "v3_tsa",
-                "-days",
-                "1825",
-                "-in",
-                "tsa.csr",
-                "-out",
-                "tsa.crt",
-            ],
-        );
-        std::fs::write(
-            tsa_dir.join("ts.cnf"),
-            "[ tsa ]\ndefault_tsa = t\n[ t ]\ndir = .\nserial = ./tsaserial\nsigner_cert = ./tsa.crt\ncerts = ./ca.crt\nsigner_key = ./tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256, sha384, sha512\naccuracy = secs:1\ness_cert_id_alg = sha256\nordering = yes\ntsa_name = yes\n",
-        )
-        .expect("ts.cnf");
+        self_signed_ca(&tsa_dir, "/O=Acme/CN=Acme TSA Root");
+        request(&tsa_dir, "tsa.key", "/O=Acme/CN=Acme TSA", "tsa.csr");
+        issue(&tsa_dir, "v3_tsa", "tsa.csr", "tsa.crt", &["-days", "1825"]);
+        std::fs::write(tsa_dir.join("ts.cnf"), TS_CNF).expect("ts.cnf");
         std::fs::write(tsa_dir.join("tsaserial"), "01\n").expect("tsaserial");
         let root = Ca {
             dir: root_dir,
@@ -354,42 +313,17 @@ impl OpensslPki {
             "\n[ {section} ]\nbasicConstraints = critical, CA:false\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = codeSigning\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n{extra}"
         );
         std::fs::write(d.join("ca.cnf"), cnf).expect("cnf");
-        let key = format!("{}.key", spec.cn);
-        let csr = format!("{}.csr", spec.cn);
-        let crt = format!("{}.crt", spec.cn);
-        rsa_key(d, &key);
-        openssl(
-            d,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &key,
-                "-subj",
-                &format!("/O=Acme/CN={}", spec.cn),
-                "-out",
-                &csr,
-            ],
+        let (key, csr, crt) = (
+            format!("{}.key", spec.cn),
+            format!("{}.csr", spec.cn),
+            format!("{}.crt", spec.cn),
         );
-        let mut args = vec![
-            "ca",
-            "-config",
-            "ca.cnf",
-            "-batch",
-            "-extensions",
-            &section,
-            "-in",
-            &csr,
-            "-out",
-            &crt,
-        ];
-        let (start, end);
-        if let Some((s, e)) = &spec.validity {
-            start = s.clone();
-            end = e.clone();
-            args.extend(["-startdate", &start, "-enddate", &end]);
-        }
-        openssl(d, &args);
+        request(d, &key, &format!("/O=Acme/CN={}", spec.cn), &csr);
+        let dates: Vec<&str> = match &spec.validity {
+            Some((start, end)) => vec!["-startdate", start, "-enddate", end],
+            None => Vec::new(),
+        };
+        issue(d, &section, &csr, &crt, &dates);
         let key_pem = std::fs::read_to_string(d.join(&key)).expect("key");
         let path = d.join(&crt);
         // `openssl ca` writes a text dump before the PEM block.
@@ -407,69 +341,19 @@ impl OpensslPki {
     pub fn timestamp(&self, data: &[u8]) -> Vec<u8> {
         let d = &self.tsa_dir;
         std::fs::write(d.join("data.bin"), data).expect("data");
-        openssl(
-            d,
-            &[
-                "ts",
-                "-query",
-                "-data",
-                "data.bin",
-                "-sha256",
-                "-cert",
-                "-no_nonce",
-                "-out",
-                "q.tsq",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "ts",
-                "-reply",
-                "-config",
-                "ts.cnf",
-                "-queryfile",
-                "q.tsq",
-                "-token_out",
-                "-out",
-                "token.der",
-            ],
-        );
+        let query = "ts -query -data data.bin -sha256 -cert -no_nonce -out q.tsq";
+        let reply = "ts -reply -config ts.cnf -queryfile q.tsq -token_out -out token.der";
+        for command in [query, reply] {
+            openssl(d, &command.split(' ').collect::<Vec<_>>());
+        }
         std::fs::read(d.join("token.der")).expect("token")
     }
 
     /// Issues an OCSP responder certificate for `ca` (OCSPSigning EKU).
     pub fn ocsp_signer(&self, ca: &Ca) -> (PathBuf, PathBuf) {
         let d = &ca.dir;
-        rsa_key(d, "ocsp.key");
-        openssl(
-            d,
-            &[
-                "req",
-                "-new",
-                "-key",
-                "ocsp.key",
-                "-subj",
-                "/O=Acme/CN=Acme OCSP",
-                "-out",
-                "ocsp.csr",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "ca",
-                "-config",
-                "ca.cnf",
-                "-batch",
-                "-extensions",
-                "v3_ocsp",
-                "-in",
-                "ocsp.csr",
-                "-out",
-                "ocsp.crt",
-            ],
-        );
+        request(d, "ocsp.key", "/O=Acme/CN=Acme OCSP", "ocsp.csr");
+        issue(d, "v3_ocsp", "ocsp.csr", "ocsp.crt", &[]);
         (d.join("ocsp.crt"), d.join("ocsp.key"))
     }
 }
@@ -503,23 +387,11 @@ impl RevocationServer {
             responders: HashMap::new(),
             hits: HashMap::new(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("addr");
         let router = axum::Router::new()
             .route("/crl/{name}", axum::routing::get(crl))
             .route("/ocsp/{name}", axum::routing::post(ocsp))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("revocation server");
-        });
+        let (addr, tx) = super::serve_router(router, "revocation server").await;
         RevocationServer {
             base: format!("http://{addr}"),
             state,
