@@ -25,14 +25,11 @@ use support::openssl::*;
 use support::registry::*;
 use support::*;
 
-/// `YYYYMMDDHHMMSSZ`, `secs` from now (negative: in the past), for `openssl ca`.
-fn asn1_time(secs: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+/// `date -u` with `args`, trimmed.
+fn date(args: &[&str]) -> String {
     let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}", now + secs), "+%Y%m%d%H%M%SZ"])
+        .arg("-u")
+        .args(args)
         .output()
         .expect("date");
     String::from_utf8(out.stdout)
@@ -41,15 +38,17 @@ fn asn1_time(secs: i64) -> String {
         .to_string()
 }
 
+/// `YYYYMMDDHHMMSSZ`, `secs` from now (negative: in the past), for `openssl ca`.
+fn asn1_time(secs: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    date(&["-d", &format!("@{}", now + secs), "+%Y%m%d%H%M%SZ"])
+}
+
 fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
+    date(&["+%Y-%m-%dT%H:%M:%SZ"])
 }
 
 /// One notation policy per `(repo prefix, extra verifier fields)`.

@@ -17,13 +17,8 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use super::ocsp::Status;
 use super::verify_signature;
 
-/// What a checked CRL says about one certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Answer {
-    pub status: Status,
-    pub this_update: SystemTime,
-    pub next_update: Option<SystemTime>,
-}
+/// What a checked CRL says about one certificate: the same shape as an OCSP answer.
+pub(crate) use super::ocsp::Answer;
 
 /// Why a CRL does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
