@@ -13,7 +13,8 @@
 //!   systemError under `strict` and a logged fact under `permissive`; an oversized CRL is a
 //!   clear failure; a URL on a host not in `revocationHosts` is never contacted;
 //! - a second verification within `nextUpdate` fetches nothing, and a CRL near its
-//!   `nextUpdate` is fetched again in the background.
+//!   `nextUpdate` is fetched again in the background;
+//! - replicas sharing Redis share what they fetched: the second replica fetches nothing.
 
 mod support;
 
@@ -429,4 +430,44 @@ async fn a_crl_is_fetched_again_in_the_background_before_it_expires() {
         .metric("vouch_revocation_fetches_total{method=\"crl\",outcome=\"ok\"}")
         .await;
     assert!(fetched >= 2.0, "{fetched}");
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_share_revocation_sources() {
+    let w = Revocable::new().await;
+    let redis = support::redis::RedisServer::start();
+    let ocsp = Some(w.server.ocsp_url("intermediate"));
+    let (signer, _) = w.signer("shared", ocsp, None);
+    let yaml = config(
+        &w.registry.host,
+        &[w.policy("rep", "")],
+        &format!("redis: {{url: \"{}\"}}", redis.url),
+    );
+    let a = Vouch::start(&yaml).await;
+    let b = Vouch::start(&yaml).await;
+    let got = value(&a, &w.sign("rep", "one", &signer).await).await;
+    assert_eq!(got["verified"], true, "{got}");
+    let fetched = (
+        w.server.hits("/ocsp/intermediate"),
+        w.server.hits("/crl/root"),
+    );
+    assert_eq!(
+        fetched,
+        (1, 1),
+        "the leaf by OCSP, the intermediate by the root's CRL"
+    );
+    // Another image on the other replica: its revocation lookups are answered from Redis.
+    let got = value(&b, &w.sign("rep", "two", &signer).await).await;
+    assert_eq!(got["verified"], true, "{got}");
+    assert_eq!(
+        (
+            w.server.hits("/ocsp/intermediate"),
+            w.server.hits("/crl/root")
+        ),
+        fetched
+    );
+    let hits = b
+        .metric("vouch_revocation_cache_total{method=\"ocsp\",result=\"hit\"}")
+        .await;
+    assert_eq!(hits, 1.0);
 }
