@@ -6,8 +6,8 @@
 //! - an `openssl ca` chain whose intermediate has no extended key usage verifies, and a
 //!   signature whose claimed signingTime lies inside an expired certificate's validity is
 //!   `expired` (certificates are checked at the verification time);
-//! - an authentic timestamp keeps a signature valid after its certificate expired; without
-//!   it the same signature is `expired`; a token over another signature is
+//! - an authentic timestamp keeps a signature valid after its certificate expired, in JWS
+//!   and in COSE envelopes; without it the same signature is `expired`; a token over another signature is
 //!   `invalid-signature`; a TSA outside `tsaStore` is `untrusted-signer`;
 //! - a revoked leaf (OCSP) or intermediate (CRL) is `revoked`; an unreachable responder is a
 //!   systemError under `strict` and a logged fact under `permissive`; an oversized CRL is a
@@ -174,7 +174,7 @@ async fn an_authentic_timestamp_outlives_the_certificate() {
         cn: "short-lived",
         ocsp: None,
         crl: None,
-        validity: Some((asn1_time(-60), asn1_time(6))),
+        validity: Some((asn1_time(-60), asn1_time(8))),
     });
     let signer = NotarySigner::from_pem(&key, &cert).with_chain(&[&inter]);
     let other = signer.sign_jws(b"{}", &now_rfc3339(), None);
@@ -196,6 +196,23 @@ async fn an_authentic_timestamp_outlives_the_certificate() {
         with_timestamp(&e, &token)
     };
     let untrusted_tsa = signed(&registry, &pusher, "ts-other/app", "x", &signer, &t, stamp2).await;
+    // The same in COSE: the token in the unprotected `io.cncf.notary.timestampSignature`.
+    let mut cose = std::collections::HashMap::new();
+    for (tag, stamped) in [("cose-stamped", true), ("cose-bare", false)] {
+        let image = pusher.push_image("ts/app", tag).await;
+        let me = Descriptor::of_manifest(&image.media_type, &image.manifest);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let mut env = signer.sign_cose(&target_payload(&me), now);
+        if stamped {
+            let token = pki.timestamp(&cose_signature(&env));
+            env = cose_with_timestamp(&env, &token);
+        }
+        push_notation_signature_as(&pusher, "ts/app", &me, &env, "application/cose").await;
+        cose.insert(tag, format!("{}/ts/app:{tag}", registry.host));
+    }
 
     let trust = path(&pki.root.cert());
     let policies = [
@@ -210,7 +227,7 @@ async fn an_authentic_timestamp_outlives_the_certificate() {
     ];
     let v = Vouch::start(&config(&registry.host, &policies, "")).await;
     // Until the certificate expires.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
 
     let got = value(&v, &stamped).await;
     assert_eq!(got["verified"], true, "{got}");
@@ -223,6 +240,18 @@ async fn an_authentic_timestamp_outlives_the_certificate() {
     assert_code(&value(&v, &bare).await, "expired");
     assert_code(&value(&v, &wrong).await, "invalid-signature");
     assert_code(&value(&v, &untrusted_tsa).await, "untrusted-signer");
+    for (tag, stamped) in [("cose-stamped", true), ("cose-bare", false)] {
+        let got = value(&v, &cose[tag]).await;
+        if stamped {
+            assert_eq!(got["verified"], true, "{got}");
+            assert!(
+                got["signatures"][0]["timestamp"]["time"].is_string(),
+                "{got}"
+            );
+        } else {
+            assert_code(&got, "expired");
+        }
+    }
 }
 
 /// A revocation world: a registry, a loopback server for CRLs and OCSP, and a PKI whose

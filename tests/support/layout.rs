@@ -704,6 +704,72 @@ impl NotarySigner {
     }
 }
 
+impl NotarySigner {
+    /// notation's COSE_Sign1 envelope over `payload`: PS256, the Notary headers protected
+    /// (`crit` naming the signing scheme, the signing time as an epoch date), the chain in
+    /// `x5chain` (label 33) and, if given, `timestamp` as the unprotected
+    /// `io.cncf.notary.timestampSignature`. Signed with RustCrypto's `rsa` over the
+    /// Sig_structure coset builds.
+    pub fn sign_cose(&self, payload: &[u8], signing_time: i64) -> Vec<u8> {
+        use coset::cbor::value::Value as Cbor;
+        use coset::{
+            CoseSign1Builder, HeaderBuilder, RegisteredLabelWithPrivate, TaggedCborSerializable,
+            iana,
+        };
+        let protected = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::PS256)
+            .content_type("application/vnd.cncf.notary.payload.v1+json".into())
+            .add_critical_label(RegisteredLabelWithPrivate::Text(
+                "io.cncf.notary.signingScheme".into(),
+            ))
+            .text_value(
+                "io.cncf.notary.signingScheme".into(),
+                Cbor::Text("notary.x509".into()),
+            )
+            .text_value(
+                "io.cncf.notary.signingTime".into(),
+                Cbor::Tag(1, Box::new(Cbor::Integer(signing_time.into()))),
+            )
+            .build();
+        let chain: Vec<Cbor> = std::iter::once(&self.cert_der)
+            .chain(&self.chain)
+            .map(|c| Cbor::Bytes(c.clone()))
+            .collect();
+        let unprotected = HeaderBuilder::new().value(33, Cbor::Array(chain)).build();
+        CoseSign1Builder::new()
+            .protected(protected)
+            .unprotected(unprotected)
+            .payload(payload.to_vec())
+            .create_signature(b"", |tbs| {
+                let signature: rsa::pss::Signature = self.key.sign(tbs);
+                signature.to_vec()
+            })
+            .build()
+            .to_tagged_vec()
+            .expect("COSE_Sign1")
+    }
+}
+
+/// The signature value of a COSE_Sign1 envelope (what an RFC 3161 timestamp is over).
+pub fn cose_signature(envelope: &[u8]) -> Vec<u8> {
+    use coset::TaggedCborSerializable;
+    coset::CoseSign1::from_tagged_slice(envelope)
+        .expect("COSE_Sign1")
+        .signature
+}
+
+/// The COSE envelope with `token` as its unprotected `io.cncf.notary.timestampSignature`.
+pub fn cose_with_timestamp(envelope: &[u8], token: &[u8]) -> Vec<u8> {
+    use coset::cbor::value::Value as Cbor;
+    use coset::{Label, TaggedCborSerializable};
+    let mut sign1 = coset::CoseSign1::from_tagged_slice(envelope).expect("COSE_Sign1");
+    sign1.unprotected.rest.push((
+        Label::Text("io.cncf.notary.timestampSignature".into()),
+        Cbor::Bytes(token.to_vec()),
+    ));
+    sign1.to_tagged_vec().expect("COSE_Sign1")
+}
+
 /// The signature value of a JWS envelope (what an RFC 3161 timestamp is over).
 pub fn jws_signature(envelope: &[u8]) -> Vec<u8> {
     let v: Value = serde_json::from_slice(envelope).expect("jws");
@@ -769,11 +835,28 @@ pub fn signature_manifest(
     envelope_size: u64,
     config_digest: &str,
 ) -> Vec<u8> {
+    signature_manifest_of(
+        JOSE_JSON,
+        subject,
+        envelope_digest,
+        envelope_size,
+        config_digest,
+    )
+}
+
+/// [`signature_manifest`] for an envelope of `media_type` (`application/cose` for COSE).
+pub fn signature_manifest_of(
+    media_type: &str,
+    subject: &Descriptor,
+    envelope_digest: &str,
+    envelope_size: u64,
+    config_digest: &str,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": NOTARY_SIGNATURE, "digest": config_digest, "size": 2},
-        "layers": [{"mediaType": JOSE_JSON, "digest": envelope_digest, "size": envelope_size}],
+        "layers": [{"mediaType": media_type, "digest": envelope_digest, "size": envelope_size}],
         "subject": subject.subject_json(),
     }))
     .expect("signature manifest json")
@@ -808,9 +891,21 @@ pub async fn push_notation_signature(
     subject: &Descriptor,
     envelope: &[u8],
 ) -> Descriptor {
+    push_notation_signature_as(pusher, repo, subject, envelope, JOSE_JSON).await
+}
+
+/// [`push_notation_signature`] for an envelope of `media_type` (`application/cose`).
+pub async fn push_notation_signature_as(
+    pusher: &Pusher,
+    repo: &str,
+    subject: &Descriptor,
+    envelope: &[u8],
+    media_type: &str,
+) -> Descriptor {
     let config_digest = pusher.push_blob(repo, b"{}").await;
     let envelope_digest = pusher.push_blob(repo, envelope).await;
-    let manifest = signature_manifest(
+    let manifest = signature_manifest_of(
+        media_type,
         subject,
         &envelope_digest,
         envelope.len() as u64,
