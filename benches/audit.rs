@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use support::redis::RedisServer;
 use support::registry::{CosignKey, Pusher, Registry, push_signed};
-use support::run_command;
+use support::{median, run_command};
 
 const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 const ROUNDS: usize = 3;
@@ -34,11 +34,6 @@ const IMAGES_PER_WORKLOAD: usize = 5;
 const WORKLOADS_PER_NAMESPACE: usize = 20;
 /// Bound on one audit run; a run past it fails the benchmark.
 const RUN_BOUND: Duration = Duration::from_secs(600);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Deployments of `images`, [`IMAGES_PER_WORKLOAD`] each, [`WORKLOADS_PER_NAMESPACE`] per
 /// namespace.

@@ -33,11 +33,6 @@ const ROUNDS: usize = 3;
 
 type Client = Arc<rustls::ClientConfig>;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -608,24 +603,11 @@ async fn cold_keyless(dir: &Path, client: &Client, n: usize) {
     let root = dir.join("trusted_root.json");
     std::fs::write(&root, f.root_json()).expect("trusted root");
     for format in ["legacy", "bundle", "any"] {
-        let server = support::layout::LayoutServer::start(
-            Vec::new(),
-            support::layout::ServerOptions {
-                tag_schema: false,
-                page_size: None,
-            },
-        )
-        .await;
+        let server = support::layout::LayoutServer::referrers_only().await;
         let mut keys = Vec::new();
         for (i, image) in f.images.iter().enumerate() {
             let repo = format!("acme/k{i}");
-            server.add_blob(&repo, b"{}".to_vec());
-            let d = server.add_manifest(
-                &repo,
-                image.manifest.clone(),
-                support::registry::OCI_MANIFEST,
-            );
-            server.set_tag(&repo, "v1", &d.digest);
+            let d = server.add_tagged_image(&repo, "v1", image.manifest.clone());
             add_legacy(
                 &server,
                 &repo,
@@ -706,24 +688,11 @@ async fn cold_attested(dir: &Path, client: &Client, n: usize) {
     let f = sign(n);
     let root = dir.join("trusted_root.json");
     std::fs::write(&root, f.root_json()).expect("trusted root");
-    let server = support::layout::LayoutServer::start(
-        Vec::new(),
-        support::layout::ServerOptions {
-            tag_schema: false,
-            page_size: None,
-        },
-    )
-    .await;
+    let server = support::layout::LayoutServer::referrers_only().await;
     let mut keys = Vec::new();
     for (i, image) in f.images.iter().enumerate() {
         let repo = format!("acme/a{i}");
-        server.add_blob(&repo, b"{}".to_vec());
-        let d = server.add_manifest(
-            &repo,
-            image.manifest.clone(),
-            support::registry::OCI_MANIFEST,
-        );
-        server.set_tag(&repo, "v1", &d.digest);
+        let d = server.add_tagged_image(&repo, "v1", image.manifest.clone());
         add_bundle(&server, &repo, &d, &image.bundle_bytes("dsse"));
         add_bundle(&server, &repo, &d, &image.bundle_bytes("slsa"));
         keys.push(format!("{}/{repo}:v1", server.host));

@@ -89,19 +89,7 @@ pub fn registry_document(data: &[u8]) {
         2 => {
             if let ReferrerManifest::Layer(layer) = notary_manifest(rest, "fuzz", SUBJECT) {
                 assert!(layer.media_type == notation::JWS || layer.media_type == notation::COSE);
-                // Read back the way serde reads manifests (ignored fields are skipped, not
-                // validated, so a generic JSON parse may refuse what was accepted).
-                #[derive(serde::Deserialize)]
-                struct Subject {
-                    digest: String,
-                }
-                #[derive(serde::Deserialize)]
-                struct WithSubject {
-                    subject: Subject,
-                }
-                let w: WithSubject =
-                    serde_json::from_slice(rest).expect("an accepted manifest has a subject");
-                assert_eq!(w.subject.digest, SUBJECT, "accepted with another subject");
+                assert_subject_is(rest, SUBJECT);
             }
         }
         4 => {
@@ -110,17 +98,7 @@ pub fn registry_document(data: &[u8]) {
                     crate::keyless::BUNDLE_MEDIA_TYPES.contains(&layer.media_type.as_str()),
                     "accepted a non-bundle layer"
                 );
-                #[derive(serde::Deserialize)]
-                struct Subject {
-                    digest: String,
-                }
-                #[derive(serde::Deserialize)]
-                struct WithSubject {
-                    subject: Subject,
-                }
-                let w: WithSubject =
-                    serde_json::from_slice(rest).expect("an accepted manifest has a subject");
-                assert_eq!(w.subject.digest, SUBJECT, "accepted with another subject");
+                assert_subject_is(rest, SUBJECT);
             }
         }
         _ => {
@@ -319,4 +297,21 @@ pub fn namespaced_key(data: &[u8]) {
             }
         }
     }
+}
+
+/// An accepted referrer manifest names `subject`, read back the way serde reads manifests
+/// (ignored fields are skipped, not validated, so a generic JSON parse may refuse what was
+/// accepted).
+fn assert_subject_is(manifest: &[u8], subject: &str) {
+    #[derive(serde::Deserialize)]
+    struct Subject {
+        digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithSubject {
+        subject: Subject,
+    }
+    let w: WithSubject =
+        serde_json::from_slice(manifest).expect("an accepted manifest has a subject");
+    assert_eq!(w.subject.digest, subject, "accepted with another subject");
 }

@@ -9,11 +9,11 @@ use crate::config::{Verifier, VerifierConfig};
 use crate::verdict::{Report, VerdictCode};
 
 /// What a policy's verifiers trust, in one line: cosign key names and fingerprints, Notary
-/// identities, keyless identities. `fingerprints` gives each cosign key file's fingerprint
-/// by key name.
+/// identities, keyless identities. `fingerprint` gives a loaded cosign key's fingerprint by
+/// its name (the key file's stem).
 pub(crate) fn trust_summary(
     verifiers: &[VerifierConfig],
-    fingerprint: &dyn Fn(&std::path::Path) -> Option<String>,
+    fingerprint: &dyn Fn(&str) -> Option<String>,
 ) -> String {
     let mut parts = Vec::new();
     for v in verifiers {
@@ -27,7 +27,7 @@ pub(crate) fn trust_summary(
                             .file_stem()
                             .map(|s| s.to_string_lossy().to_string())
                             .unwrap_or_default();
-                        match fingerprint(p) {
+                        match fingerprint(&name) {
                             Some(f) => format!("key:{name} ({f})"),
                             None => format!("key:{name}"),
                         }
@@ -233,20 +233,10 @@ mod tests {
 
     #[test]
     fn every_code_has_a_hint_and_verified_reports_none() {
-        for code in [
-            VerdictCode::Unsigned,
-            VerdictCode::InvalidSignature,
-            VerdictCode::UntrustedSigner,
-            VerdictCode::Expired,
-            VerdictCode::DigestMismatch,
-            VerdictCode::NotFound,
-            VerdictCode::InvalidReference,
-            VerdictCode::NoPolicy,
-            VerdictCode::InvalidImage,
-            VerdictCode::MissingAttestation,
-            VerdictCode::AttestationDenied,
-            VerdictCode::Revoked,
-        ] {
+        for code in VerdictCode::ALL
+            .into_iter()
+            .filter(|c| *c != VerdictCode::None)
+        {
             let h = hint(&failed(code, "why"), "cosign key:acme (sha256:0123)");
             assert!(!h.is_empty() && !h.contains('\n'), "{code:?}: {h:?}");
         }

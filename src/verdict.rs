@@ -44,6 +44,25 @@ pub enum VerdictCode {
     Revoked,
 }
 
+impl VerdictCode {
+    /// Every code, in declaration order.
+    pub const ALL: [VerdictCode; 13] = [
+        VerdictCode::None,
+        VerdictCode::Unsigned,
+        VerdictCode::InvalidSignature,
+        VerdictCode::UntrustedSigner,
+        VerdictCode::Expired,
+        VerdictCode::DigestMismatch,
+        VerdictCode::NotFound,
+        VerdictCode::InvalidReference,
+        VerdictCode::NoPolicy,
+        VerdictCode::InvalidImage,
+        VerdictCode::MissingAttestation,
+        VerdictCode::AttestationDenied,
+        VerdictCode::Revoked,
+    ];
+}
+
 /// Why something is not verified: the code and one human sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
@@ -361,28 +380,16 @@ mod tests {
 
     #[test]
     fn codes_have_their_spec_names() {
-        let names: Vec<String> = [
-            VerdictCode::None,
-            VerdictCode::Unsigned,
-            VerdictCode::InvalidSignature,
-            VerdictCode::UntrustedSigner,
-            VerdictCode::Expired,
-            VerdictCode::DigestMismatch,
-            VerdictCode::NotFound,
-            VerdictCode::InvalidReference,
-            VerdictCode::NoPolicy,
-            VerdictCode::InvalidImage,
-            VerdictCode::Revoked,
-        ]
-        .iter()
-        .map(|c| {
-            serde_json::to_value(c)
-                .expect("code")
-                .as_str()
-                .unwrap_or("?")
-                .to_string()
-        })
-        .collect();
+        let names: Vec<String> = VerdictCode::ALL
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .expect("code")
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
         assert_eq!(
             names,
             [
@@ -396,6 +403,8 @@ mod tests {
                 "invalid-reference",
                 "no-policy",
                 "invalid-image",
+                "missing-attestation",
+                "attestation-denied",
                 "revoked"
             ]
         );

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::layout::{Descriptor, LayoutServer, ServerOptions};
+use support::layout::{Descriptor, LayoutServer};
 use support::registry::*;
 use support::sigstore::*;
 use support::*;
@@ -281,18 +281,9 @@ async fn githubs_private_shape_verifies_only_under_a_policy_that_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_referrers_api_costs_four_round_trips() {
     let f = fixtures();
-    let server = LayoutServer::start(
-        Vec::new(),
-        ServerOptions {
-            tag_schema: false,
-            page_size: None,
-        },
-    )
-    .await;
+    let server = LayoutServer::referrers_only().await;
     let image = &f.images[1];
-    server.add_blob("acme/app", b"{}".to_vec());
-    let d: Descriptor = server.add_manifest("acme/app", image.manifest.clone(), OCI_MANIFEST);
-    server.set_tag("acme/app", "v1", &d.digest);
+    let d: Descriptor = server.add_tagged_image("acme/app", "v1", image.manifest.clone());
     add_bundle(&server, "acme/app", &d, &image.bundle_bytes("dsse"));
     let dir = tempfile::tempdir().expect("tempdir");
     let root = root_file(dir.path(), f);

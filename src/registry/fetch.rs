@@ -69,6 +69,7 @@ impl RegistryClient {
             }
         }
     }
+
     /// Fetches a manifest (bounded by `maxManifestBytes`) and checks its hash: against the
     /// digest when fetched by digest, against the announced `Docker-Content-Digest` when
     /// fetched by tag.
@@ -119,6 +120,7 @@ impl RegistryClient {
             bytes,
         })
     }
+
     /// Fetches a blob (bounded by `max`) and checks that it hashes to `digest`.
     pub(crate) async fn blob(
         &self,
@@ -156,6 +158,7 @@ impl RegistryClient {
         }
         Ok(bytes)
     }
+
     /// `HEAD` or `GET` of a manifest, accepting every manifest type; 404 → `NotFound`.
     pub(super) async fn fetch_manifest(
         &self,
@@ -170,6 +173,7 @@ impl RegistryClient {
         })
         .await
     }
+
     /// [`Self::send`], then anything but 200 is an error: 404 → `NotFound` with
     /// `not_found`'s text, the rest → `Protocol` (redirects refused included).
     pub(super) async fn fetch_ok(
@@ -188,6 +192,7 @@ impl RegistryClient {
             s => Err(self.unexpected(s, url)),
         }
     }
+
     /// `GET` of `url` and its body, bounded by `limit` (bytes, and what it is for errors).
     /// A body broken off mid-way (a reset, a close before `Content-Length`) is fetched again
     /// with the same backoff as a failed request, while `budget` allows: registries and
@@ -263,6 +268,7 @@ impl RegistryClient {
         }
         Ok(Bytes::from(body))
     }
+
     /// One request with authentication, the concurrency cap and retries: 401 once through
     /// the token flow, 429 after `Retry-After`, 5xx and connection failures (the registry's
     /// or its token service's) with jittered backoff — each only while `budget` allows.
@@ -338,6 +344,7 @@ impl RegistryClient {
             return Ok(resp);
         }
     }
+
     /// Sends `req` holding one of the registry's connection slots (`maxConcurrency`) and
     /// counts it in the request metric. The outer error is the budget running out before a
     /// slot or an answer (`doing` says which wait); the inner result is the exchange's.

@@ -112,8 +112,16 @@ impl VerifyEngine {
             .policies
             .iter()
             .map(|p| {
-                let fingerprint = |path: &std::path::Path| {
-                    cosign::PublicKey::load(path).ok().map(|k| k.fingerprint())
+                // From the keys loaded above: no second read of the key files.
+                let loaded = verifiers.get(&p.name).map(Vec::as_slice).unwrap_or(&[]);
+                let fingerprint = |name: &str| {
+                    loaded.iter().find_map(|v| match v {
+                        LoadedVerifier::Cosign(keys) => keys
+                            .iter()
+                            .find(|k| k.name == name)
+                            .map(|k| k.fingerprint()),
+                        _ => None,
+                    })
                 };
                 (
                     p.name.clone(),

@@ -133,6 +133,15 @@ impl NotationVerifier {
         self.actions.is_none()
     }
 
+    /// Whether signatures' chains are checked for revocation: some host is allowed and the
+    /// level does not skip the check.
+    fn checks_revocation(&self) -> bool {
+        !self.revocation_hosts.is_empty()
+            && self
+                .actions
+                .is_some_and(|a| a.revocation != CheckAction::Skip)
+    }
+
     /// A verifier trusting exactly these certificates, any identity (tests and fixtures).
     pub(crate) fn trusting(certs: Vec<CertificateDer<'static>>) -> NotationVerifier {
         NotationVerifier {
@@ -618,6 +627,10 @@ pub(crate) fn revocation_queries(
     target: &Target,
     now: SystemTime,
 ) -> Vec<Query> {
+    // Planning runs the checks once more; not for a verifier that would plan nothing.
+    if !verifier.checks_revocation() {
+        return Vec::new();
+    }
     evaluate(media_type, envelope, verifier, target, now, None).1
 }
 
@@ -842,8 +855,7 @@ fn checks(
             }
         }
     }
-    if actions.revocation != CheckAction::Skip
-        && !verifier.revocation_hosts.is_empty()
+    if verifier.checks_revocation()
         && let Some(p) = &path
     {
         for pair in p.certs.windows(2) {
@@ -907,7 +919,7 @@ fn checks(
     }
 
     let mut detail = Vec::new();
-    if actions.revocation == CheckAction::Skip || verifier.revocation_hosts.is_empty() {
+    if !verifier.checks_revocation() {
         detail.push("revocation not checked".to_string());
     }
     if !run.logged.is_empty() {

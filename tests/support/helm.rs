@@ -7,10 +7,10 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -152,43 +152,16 @@ pub fn run(mut request: Value) -> Value {
     request["kubeVersions"] = json!(KUBE_VERSIONS);
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let script = root().join("tests/helm/render.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{python} {}: {e}", script.display()));
-    let input = request.to_string();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            out
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
-    let until = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for render.py") {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("render.py took longer than {RUN_LIMIT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned();
+    let mut command = Command::new(&python);
+    command.arg(&script).env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = super::run_within(
+        command,
+        Some(request.to_string().into_bytes()),
+        RUN_LIMIT,
+        "render.py",
+    );
+    let (status, stdout) = (out.status, out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         status.success(),
         "render.py failed ({status}); is `pip install helm-python-sdk kubernetes-validate` done?\n{stderr}"

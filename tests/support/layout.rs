@@ -390,6 +390,27 @@ impl LayoutServer {
         self.with_repo(repo, |r| r.tags.insert(tag.to_owned(), digest.to_owned()));
     }
 
+    /// An empty server with the referrers API and no tag-schema fallback (how Sigstore
+    /// bundles are found on an OCI 1.1 registry).
+    pub async fn referrers_only() -> LayoutServer {
+        LayoutServer::start(
+            Vec::new(),
+            ServerOptions {
+                tag_schema: false,
+                page_size: None,
+            },
+        )
+        .await
+    }
+
+    /// An image manifest (and the `{}` config it names) tagged `repo:tag`.
+    pub fn add_tagged_image(&self, repo: &str, tag: &str, manifest: Vec<u8>) -> Descriptor {
+        self.add_blob(repo, b"{}".to_vec());
+        let d = self.add_manifest(repo, manifest, super::registry::OCI_MANIFEST);
+        self.set_tag(repo, tag, &d.digest);
+        d
+    }
+
     /// What [`push_notation_signature`] does to a registry, done in memory: adds the config
     /// and envelope blobs and the signature manifest, and appends the signature to the
     /// tag-schema index (served only with `tag_schema`). Returns the signature's descriptor

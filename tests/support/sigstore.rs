@@ -14,11 +14,10 @@
 //! referrer) leave them.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::layout::{Descriptor, LayoutServer, push_referrer};
 use super::registry::{
@@ -162,39 +161,15 @@ pub fn sign_with(images: usize, statements: &[AttestationSpec]) -> Fixtures {
     );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sigstore/sign.js");
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&node)
+    let mut command = Command::new(&node);
+    command
         .arg(&script)
         .env("NODE_PATH", &modules)
         .env("SIGN_IMAGES", images.to_string())
-        .env("SIGN_STATEMENTS", &spec_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{node} {}: {e}", script.display()));
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            out
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
-    let until = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sign.js") {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sign.js took longer than {RUN_LIMIT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = stdout.join().expect("stdout reader");
-    let stderr = String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned();
+        .env("SIGN_STATEMENTS", &spec_file);
+    let out = super::run_within(command, None, RUN_LIMIT, "sign.js");
+    let (status, stdout) = (out.status, out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(status.success(), "sign.js failed ({status}):\n{stderr}");
     let v: Value = serde_json::from_slice(&stdout)
         .unwrap_or_else(|e| panic!("sign.js printed no JSON: {e}\n{stderr}"));
